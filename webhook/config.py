@@ -1,0 +1,315 @@
+"""Settings: environment ``NODELIMITS_*`` (nested with ``__``) over an optional YAML file.
+
+Precedence, first wins: explicit arguments (the CLI) > environment > YAML file >
+defaults. Unknown keys are errors, so a misspelt setting fails at start instead of being
+silently ignored. Build :class:`Settings` once (:func:`load_settings`) and pass it, or the
+sub-model a component needs, down; there is no module-level instance.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from webhook.platform.models import AcceleratorType
+
+__all__ = [
+    "AcceleratorRule",
+    "AdmissionSettings",
+    "CacheSettings",
+    "ConfigError",
+    "DeviceCount",
+    "EnforcementMode",
+    "FailureMode",
+    "PlatformSettings",
+    "PolicySettings",
+    "ServerSettings",
+    "Settings",
+    "TokenSource",
+    "load_settings",
+]
+
+CONFIG_FILE_ENV = "NODELIMITS_CONFIG_FILE"
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``problems`` holds one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class EnforcementMode(enum.StrEnum):
+    DENY = "deny"  # reject what does not fit
+    WARN = "warn"  # allow, with the violations as warnings
+    AUDIT = "audit"  # allow silently; log and count only
+
+
+class FailureMode(enum.StrEnum):
+    CLOSED = "closed"  # platform down and no usable cached limits -> deny
+    OPEN = "open"  # ... -> allow with a warning, counted in nodelimits_fail_open_total
+
+
+class DeviceCount(enum.StrEnum):
+    CARDS = "cards"  # whole physical cards: counted against gpuNumber
+    VIRTUAL = "virtual"  # slices, shares, memory, cores: reveal the type, never counted
+
+
+class TokenSource(enum.StrEnum):
+    NONE = "none"  # no token header (simulator without auth, or a proxy adds it)
+    FILE = "file"  # a static token in a file (a mounted Secret), re-read when it changes
+    AKSK = "aksk"  # POST /api/user/v3/tokens with an HMAC-SHA256 signature
+    PASSWORD = "password"  # POST /ac/openapi/v2/tokens with user / password / orgId
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AcceleratorRule(_Model):
+    """One row of the accelerator resource table.
+
+    ``pattern`` is an exact resource name, or a prefix ending in ``*``
+    (``nvidia.com/mig-*``). The most specific (longest) matching pattern wins.
+    """
+
+    pattern: Annotated[str, Field(min_length=1)]
+    type: AcceleratorType
+    count: DeviceCount = DeviceCount.CARDS
+
+
+DEFAULT_ACCELERATORS: tuple[AcceleratorRule, ...] = (
+    AcceleratorRule(pattern="nvidia.com/gpu", type=AcceleratorType.GPU),
+    AcceleratorRule(pattern="nvidia.com/*", type=AcceleratorType.GPU, count=DeviceCount.VIRTUAL),
+    AcceleratorRule(pattern="hygon.com/dcu", type=AcceleratorType.DCU),
+    AcceleratorRule(pattern="hygon.com/*", type=AcceleratorType.DCU, count=DeviceCount.VIRTUAL),
+    AcceleratorRule(pattern="cambricon.com/mlu", type=AcceleratorType.MLU),
+    # Per-model whole cards (cambricon.com/mlu370); shares and slices are matched below.
+    AcceleratorRule(pattern="cambricon.com/mlu*", type=AcceleratorType.MLU),
+    AcceleratorRule(
+        pattern="cambricon.com/mlu.*", type=AcceleratorType.MLU, count=DeviceCount.VIRTUAL
+    ),
+    AcceleratorRule(pattern="cambricon.com/*", type=AcceleratorType.MLU, count=DeviceCount.VIRTUAL),
+)
+
+
+class PolicySettings(_Model):
+    """What the decision checks and how it reads objects."""
+
+    group_annotation: str = "nodelimits.io/resource-group"
+    """Annotation naming the resource group; objects without it are not checked."""
+    type_annotation: str = "nodelimits.io/accelerator-type"
+    """Optional annotation naming the accelerator type (gpu|dcu|mlu|cpu)."""
+    default_group: str | None = None
+    """Group assumed when an object has no annotation (None: unannotated objects are skipped)."""
+    default_accelerator_type: AcceleratorType = AcceleratorType.CPU
+    """Type used when neither annotation, devices nor the group tell it."""
+    group_types: dict[str, AcceleratorType] = Field(default_factory=dict)
+    """Known type per group, e.g. {"TeslaM40": "gpu"}."""
+    accelerators: tuple[AcceleratorRule, ...] = DEFAULT_ACCELERATORS
+    """The accelerator resource table (whole cards vs virtual/fractional resources)."""
+    memory_unit: Literal["Mi", "M", "Gi", "G", "Ki", "K"] = "Mi"
+    """Unit of the platform's memorySize. Observed to be MiB (Slurm's MB)."""
+    require_deadline: bool = False
+    """Deny (instead of warn) a Pod or Job without activeDeadlineSeconds under a finite maxTime."""
+
+
+class CacheSettings(_Model):
+    ttl: Seconds = 60.0
+    """Seconds a fetched limit is fresh; after that it is refreshed in the background."""
+    max_stale: Seconds = 3600.0
+    """Seconds a limit may be used after it went stale while the platform is failing."""
+    negative_ttl: Seconds = 10.0
+    """Seconds an unknown group (10004) is remembered, to spare the platform."""
+    max_entries: Annotated[int, Field(ge=1)] = 4096
+    """Bound on cached (group, type) pairs; least recently used are evicted."""
+
+
+class PlatformSettings(_Model):
+    """Where the Open API is and how to authenticate."""
+
+    base_url: AnyHttpUrl | None = None
+    """Base of the AI service (``{aiUrl}``). None: discovered from center_url."""
+    center_url: AnyHttpUrl = AnyHttpUrl("https://www.scnet.cn")
+    """Where ``/ac/openapi/v2/center`` and the token endpoints are."""
+    aksk_url: AnyHttpUrl = AnyHttpUrl("https://api.scnet.cn")
+    """Where ``/api/user/v3/tokens`` (AK/SK) is."""
+    limits_file: Path | None = None
+    """Static limits in the limits-file format instead of the live API (offline, air-gapped)."""
+    token_source: TokenSource = TokenSource.NONE
+    token_file: Path | None = None
+    """For token_source=file: a file holding the token; re-read when it changes."""
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    org_id: SecretStr | None = None
+    secret_dir: Path | None = None
+    """A directory (mounted Secret) with files accessKey, secretKey, user, password, orgId."""
+    cluster_id: str | None = None
+    """Region whose token to use (clusterId); None: the only non-zero region offered."""
+    connect_timeout: Seconds = 0.5
+    """Seconds to open a connection to the platform."""
+    request_timeout: Seconds = 1.0
+    """Seconds for one attempt to get an answer."""
+    deadline: Seconds = 2.0
+    """Seconds for a whole lookup including retries; keep well under the webhook timeout."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Retries of a transient failure within the deadline."""
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    """A PEM bundle of CAs to trust for the platform (private CAs)."""
+    token_refresh_margin: Seconds = 300.0
+    """Refresh a token this many seconds before its expireTime."""
+    max_connections: Annotated[int, Field(ge=1)] = 20
+
+    @model_validator(mode="after")
+    def _token_source_complete(self) -> PlatformSettings:
+        missing: list[str] = []
+        has_dir = self.secret_dir is not None
+        if self.token_source is TokenSource.FILE and self.token_file is None:
+            missing.append("token_file")
+        if self.token_source is TokenSource.AKSK and not has_dir:
+            missing += [k for k in ("access_key", "secret_key", "user") if getattr(self, k) is None]
+        if self.token_source is TokenSource.PASSWORD and not has_dir:
+            missing += [k for k in ("user", "password", "org_id") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(
+                f"token_source={self.token_source.value} needs {', '.join(missing)}"
+                + ("" if self.token_source is TokenSource.FILE else " (or secret_dir)")
+            )
+        return self
+
+
+class ServerSettings(_Model):
+    """The TLS webhook listener and the metrics/probe listener."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod must listen beyond loopback
+    port: Annotated[int, Field(ge=1, le=65535)] = 9443
+    cert_file: Path = Path("/tls/tls.crt")
+    key_file: Path = Path("/tls/tls.key")
+    cert_check_interval: Seconds = 10.0
+    """Seconds between checks of the cert files for rotation."""
+    metrics_host: str = "0.0.0.0"  # noqa: S104
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
+    """AdmissionReview bodies above this get HTTP 413 (UPDATEs carry two objects)."""
+    manage_webhook_url: str | None = None
+    """Development only: let kopf create a webhook configuration pointing at this URL."""
+
+
+class AdmissionSettings(_Model):
+    mode: EnforcementMode = EnforcementMode.DENY
+    failure_mode: FailureMode = FailureMode.CLOSED
+    kinds: tuple[
+        Literal[
+            "Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"
+        ],
+        ...,
+    ] = ("Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+    """Kinds with a handler; a kind not listed is allowed unchecked."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=30)] = 5
+    """The webhook configuration's timeoutSeconds; the decision budget stays below it."""
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: Any) -> Any:
+        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """All of nodelimits' settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NODELIMITS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        yaml_file=None,
+    )
+
+    policy: PolicySettings = PolicySettings()
+    platform: PlatformSettings = PlatformSettings()
+    cache: CacheSettings = CacheSettings()
+    server: ServerSettings = ServerSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _deadline_below_webhook_timeout(self) -> Settings:
+        if self.platform.deadline >= self.admission.timeout_seconds:
+            raise ValueError(
+                f"platform.deadline ({self.platform.deadline}s) must be below "
+                f"admission.timeout_seconds ({self.admission.timeout_seconds}s)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file sits below the environment so a Helm-rendered file can be
+        # overridden per pod with env, as operators expect.
+        if settings_cls.model_config.get("yaml_file"):
+            return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+        return init_settings, env_settings
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    env = "NODELIMITS_" + "__".join(p.upper() for p in loc) if loc else "settings"
+    return f"{env}: {error['msg']}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from arguments, env and the YAML file; raise :class:`ConfigError`.
+
+    ``config_file`` (or ``$NODELIMITS_CONFIG_FILE``) is a YAML file with the same
+    nested keys as the environment (``platform: {base_url: ...}``).
+    """
+    if config_file is None and os.environ.get(CONFIG_FILE_ENV):
+        config_file = Path(os.environ[CONFIG_FILE_ENV])
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError([f"{CONFIG_FILE_ENV}: no such file: {config_file}"])
+        settings_cls = type(
+            "Settings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "yaml_file": config_file}},
+        )
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors(include_url=False)]) from None
+    except (OSError, ValueError) as exc:  # YAML syntax, unreadable file
+        raise ConfigError([f"{CONFIG_FILE_ENV}: {exc}"]) from None
+

@@ -1,0 +1,116 @@
+"""Prometheus metrics and structured-log keys: the one home of observability names.
+
+Metrics live on a :class:`Metrics` object with its own ``CollectorRegistry`` (no global
+registry), built once at start and passed to whoever records. Label values are closed
+sets chosen by our code, never text from an admitted object or a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LogKey", "Metrics"]
+
+# Admission decisions are in milliseconds; platform calls up to the deadline (seconds).
+_ADMISSION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_PLATFORM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+
+
+class LogKey:
+    """Keys of the decision log line; stable, dashboards and alerts parse them."""
+
+    UID = "uid"
+    KIND = "kind"
+    OPERATION = "operation"
+    NAMESPACE = "namespace"
+    NAME = "name"
+    GROUP = "resource_group"
+    ACCELERATOR = "accelerator_type"
+    VERDICT = "verdict"
+    VIOLATIONS = "violations"
+    WARNINGS = "warnings"
+    DRY_RUN = "dry_run"
+    DURATION_MS = "duration_ms"
+    LIMITS_SOURCE = "limits_source"
+    ERROR = "error"
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.admission_requests = Counter(
+            "nodelimits_admission_requests_total",
+            "Admission reviews answered, by verdict.",
+            ["kind", "operation", "decision", "dry_run", "mode"],
+            registry=r,
+        )
+        self.admission_duration = Histogram(
+            "nodelimits_admission_duration_seconds",
+            "Time to decide one admission review.",
+            ["kind"],
+            buckets=_ADMISSION_BUCKETS,
+            registry=r,
+        )
+        self.admission_errors = Counter(
+            "nodelimits_admission_errors_total",
+            "Reviews that failed inside nodelimits (denied fail-closed), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.violations = Counter(
+            "nodelimits_violations_total",
+            "Violations found, by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.fail_open = Counter(
+            "nodelimits_fail_open_total",
+            "Reviews allowed only because the platform failed and failureMode is open.",
+            ["reason"],
+            registry=r,
+        )
+        self.platform_requests = Counter(
+            "nodelimits_platform_requests_total",
+            "Requests to the platform Open API, by outcome and envelope code.",
+            ["endpoint", "outcome", "code"],
+            registry=r,
+        )
+        self.platform_duration = Histogram(
+            "nodelimits_platform_request_duration_seconds",
+            "Duration of one platform HTTP attempt.",
+            ["endpoint"],
+            buckets=_PLATFORM_BUCKETS,
+            registry=r,
+        )
+        self.cache_events = Counter(
+            "nodelimits_limits_cache_total",
+            "Limits cache events: hit, miss, stale, refresh, error, negative, evict.",
+            ["event"],
+            registry=r,
+        )
+        self.cache_age = Gauge(
+            "nodelimits_limits_cache_oldest_age_seconds",
+            "Age of the oldest cached limits entry.",
+            registry=r,
+        )
+        self.token_expiry = Gauge(
+            "nodelimits_token_expiry_timestamp_seconds",
+            "Unix time at which the current platform token expires (0: unknown).",
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "nodelimits_token_refresh_total",
+            "Token issue and renewal attempts, by outcome.",
+            ["method", "outcome"],
+            registry=r,
+        )
+        self.cert_reloads = Counter(
+            "nodelimits_tls_reloads_total",
+            "Times the serving certificate files changed and were reloaded.",
+            registry=r,
+        )
