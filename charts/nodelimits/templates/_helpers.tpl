@@ -1,0 +1,180 @@
+{{/*
+The handler table: the one place that maps a kind to the webhook(s) the server answers.
+`path` must equal the server's kopf handler id ("/<id>"): kopf ALLOWS a request to an
+unknown path without running any handler, so a wrong path silently disables the check.
+`template` is where the pod template's metadata sits (for matchConditions).
+*/}}
+{{- define "nodelimits.handlers" -}}
+Pod:
+  - {name: pods, path: /pods, apiGroup: "", resource: pods, operations: [CREATE], template: ""}
+  - {name: pods-resize, path: /pods-resize, apiGroup: "", resource: pods/resize, operations: [UPDATE], template: ""}
+Job:
+  - {name: jobs, path: /jobs, apiGroup: batch, resource: jobs, operations: [CREATE, UPDATE], template: spec.template}
+CronJob:
+  - {name: cronjobs, path: /cronjobs, apiGroup: batch, resource: cronjobs, operations: [CREATE, UPDATE], template: spec.jobTemplate.spec.template}
+Deployment:
+  - {name: deployments, path: /deployments, apiGroup: apps, resource: deployments, operations: [CREATE, UPDATE], template: spec.template}
+StatefulSet:
+  - {name: statefulsets, path: /statefulsets, apiGroup: apps, resource: statefulsets, operations: [CREATE, UPDATE], template: spec.template}
+DaemonSet:
+  - {name: daemonsets, path: /daemonsets, apiGroup: apps, resource: daemonsets, operations: [CREATE, UPDATE], template: spec.template}
+ReplicaSet:
+  - {name: replicasets, path: /replicasets, apiGroup: apps, resource: replicasets, operations: [CREATE, UPDATE], template: spec.template}
+{{- end -}}
+
+{{- define "nodelimits.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "nodelimits.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nodelimits.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "nodelimits.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "nodelimits.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nodelimits.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "nodelimits.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "nodelimits.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nodelimits.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret names. */}}
+{{- define "nodelimits.tlsSecretName" -}}
+{{- printf "%s-tls" (include "nodelimits.fullname" .) -}}
+{{- end -}}
+{{- define "nodelimits.caSecretName" -}}
+{{- printf "%s-ca" (include "nodelimits.fullname" .) -}}
+{{- end -}}
+{{- define "nodelimits.credentialsSecretName" -}}
+{{- default (printf "%s-credentials" (include "nodelimits.fullname" .)) .Values.credentials.existingSecret -}}
+{{- end -}}
+
+{{- define "nodelimits.credentialsDir" -}}/etc/nodelimits/credentials{{- end -}}
+{{- define "nodelimits.configDir" -}}/etc/nodelimits{{- end -}}
+
+{{/* Whether the platform credentials Secret is mounted. */}}
+{{- define "nodelimits.usesCredentials" -}}
+{{- if ne .Values.config.platform.token_source "none" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The rendered config.yaml: .Values.config plus the chart-managed keys. Also checks what
+the schema cannot: credentials present for the token source, cert and key side by side.
+*/}}
+{{- define "nodelimits.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $platform := $cfg.platform -}}
+{{- $dir := include "nodelimits.credentialsDir" . -}}
+{{- $source := $platform.token_source -}}
+{{- if eq $source "file" -}}
+{{- $_ := set $platform "token_file" (printf "%s/token" $dir) -}}
+{{- else if has $source (list "aksk" "password") -}}
+{{- $_ := set $platform "secret_dir" $dir -}}
+{{- end -}}
+{{- if not $cfg.policy.accelerators -}}
+{{- $_ := unset $cfg.policy "accelerators" -}}
+{{- end -}}
+{{- if ne (dir $cfg.server.cert_file) (dir $cfg.server.key_file) -}}
+{{- fail (printf "config.server.cert_file (%s) and config.server.key_file (%s) must be in one directory: the TLS Secret is mounted there" $cfg.server.cert_file $cfg.server.key_file) -}}
+{{- end -}}
+{{- if ge (float64 $platform.deadline) (float64 $cfg.admission.timeout_seconds) -}}
+{{- fail (printf "config.platform.deadline (%v) must be below config.admission.timeout_seconds (%v)" $platform.deadline $cfg.admission.timeout_seconds) -}}
+{{- end -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Fails when the credentials for the token source are neither given nor an existing Secret. */}}
+{{- define "nodelimits.checkCredentials" -}}
+{{- $c := .Values.credentials -}}
+{{- $need := dict "none" (list) "file" (list "token") "aksk" (list "accessKey" "secretKey" "user") "password" (list "user" "password" "orgId") -}}
+{{- if not $c.existingSecret -}}
+{{- range (get $need .Values.config.platform.token_source) -}}
+{{- if not (get $c .) -}}
+{{- fail (printf "config.platform.token_source=%s needs credentials.%s (or credentials.existingSecret)" $.Values.config.platform.token_source .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaceSelector: kube-system, the release namespace and the user's list are never sent. */}}
+{{- define "nodelimits.namespaceSelector" -}}
+{{- $excluded := concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces | uniq -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ toJson $excluded }}
+{{- with .Values.webhook.namespaceSelectorExpressions }}
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+CEL that is true when the object, or the pod template at `template`, carries the group
+annotation. Each step is guarded with has(): a CEL error counts as a webhook failure and
+failurePolicy Fail would then reject the object.
+Called with (dict "key" <annotation> "template" <dotted path or "">).
+*/}}
+{{- define "nodelimits.annotatedExpression" -}}
+{{- $key := .key | quote -}}
+{{- $own := printf "(has(object.metadata.annotations) && %s in object.metadata.annotations)" $key -}}
+{{- if .template -}}
+{{- $guards := list -}}
+{{- $path := "object" -}}
+{{- range (splitList "." (printf "%s.metadata.annotations" .template)) -}}
+{{- $path = printf "%s.%s" $path . -}}
+{{- $guards = append $guards (printf "has(%s)" $path) -}}
+{{- end -}}
+{{- printf "%s || (%s && %s in %s)" $own (join " && " $guards) $key $path -}}
+{{- else -}}
+{{- $own -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The webhook configuration's clientConfig for one handler path. */}}
+{{- define "nodelimits.clientConfig" -}}
+{{- $root := .root -}}
+{{- if $root.Values.webhook.url -}}
+url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
+{{- with $root.Values.webhook.caBundle }}
+caBundle: {{ . }}
+{{- end }}
+{{- else -}}
+service:
+  name: {{ include "nodelimits.fullname" $root }}
+  namespace: {{ $root.Release.Namespace }}
+  path: {{ .path }}
+  port: {{ $root.Values.service.port }}
+{{- with .caBundle }}
+caBundle: {{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
