@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,7 +81,7 @@ class TokenSource(enum.StrEnum):
     NONE = "none"  # no token header (simulator without auth, or a proxy adds it)
     FILE = "file"  # a static token in a file (a mounted Secret), re-read when it changes
     AKSK = "aksk"  # POST /api/user/v3/tokens with an HMAC-SHA256 signature
-    PASSWORD = "password"  # POST /ac/openapi/v2/tokens with user / password / orgId
+    PASSWORD = "password"  # noqa: S105 - POST /ac/openapi/v2/tokens with user / password / orgId
 
 
 class _Model(BaseModel):
@@ -223,9 +224,7 @@ class AdmissionSettings(_Model):
     mode: EnforcementMode = EnforcementMode.DENY
     failure_mode: FailureMode = FailureMode.CLOSED
     kinds: tuple[
-        Literal[
-            "Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"
-        ],
+        Literal["Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"],
         ...,
     ] = ("Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
     """Kinds with a handler; a kind not listed is allowed unchecked."""
@@ -235,7 +234,9 @@ class AdmissionSettings(_Model):
     @field_validator("kinds", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
-        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+        return (
+            [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+        )
 
 
 class Settings(BaseSettings):
@@ -283,7 +284,7 @@ class Settings(BaseSettings):
         return init_settings, env_settings
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = [str(p) for p in error["loc"]]
     env = "NODELIMITS_" + "__".join(p.upper() for p in loc) if loc else "settings"
     return f"{env}: {error['msg']}"
@@ -312,4 +313,3 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError([_describe(e) for e in exc.errors(include_url=False)]) from None
     except (OSError, ValueError) as exc:  # YAML syntax, unreadable file
         raise ConfigError([f"{CONFIG_FILE_ENV}: {exc}"]) from None
-

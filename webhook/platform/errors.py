@@ -3,7 +3,7 @@
 ::
 
     PlatformError                 .endpoint, .resource_group; never a token, header or long body
-    ├── PlatformUnavailable       timeout, network, HTTP 5xx, 10001/10012 -> retry, stale, failureMode
+    ├── PlatformUnavailable       timeout, network, 5xx, 10001/10012 -> retry, stale, failureMode
     ├── PlatformRejected          envelope code != "0"; .code, .msg (e.g. 10003)
     │   ├── UnknownResourceGroup  10004 -> deny naming the group
     │   └── PlatformAuthError     10007/10008/10009, HTTP 401/403 -> deny, operator-facing reason

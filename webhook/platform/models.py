@@ -12,6 +12,7 @@ These models are pure data (no I/O): the policy core imports them, the client bu
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -114,6 +115,7 @@ _SLURM_TIME = re.compile(
 _UNLIMITED = frozenset({"unlimited", "infinite"})
 
 
+@functools.lru_cache(maxsize=256)  # a handful of distinct values, parsed on every decision
 def parse_max_time(text: str) -> timedelta | None:
     """Parse a group's ``maxTime``: ``None`` means no limit.
 

@@ -1,0 +1,495 @@
+"""The decision: which group and accelerator type, and does the pod fit one node — pure.
+
+Three steps, so the I/O in between (fetching limits) stays outside:
+
+1. :func:`plan` reads a :class:`~webhook.workloads.Workload`: its resource group, the
+   accelerator type the annotation or its devices reveal, and its effective demand.
+2. :func:`choose_accelerator` settles the type: annotation, else the devices, else the
+   group's own type, else the configured default.
+3. :func:`decide` compares the demand with one node's :class:`NodeLimits` and returns a
+   frozen :class:`Decision` listing every violation and warning.
+
+Enforcement (deny / warn / audit) and failure handling are applied by the callers
+(``admission.py``, ``cli.py``), never here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from webhook.config import AcceleratorRule, DeviceCount, PolicySettings
+from webhook.platform.models import AcceleratorType, NodeLimits
+from webhook.resources import (
+    UNIT_BYTES,
+    InvalidQuantity,
+    PodResources,
+    format_cores,
+    format_memory,
+    pod_resources,
+)
+from webhook.workloads import Skipped, Workload
+
+__all__ = [
+    "Decision",
+    "Demand",
+    "DeviceTable",
+    "Plan",
+    "Violation",
+    "choose_accelerator",
+    "decide",
+    "plan",
+    "refuse",
+    "skip",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One resource over the node's limit (or one reason the object cannot be admitted)."""
+
+    resource: str
+    requested: str
+    allowed: str
+    unit: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one object: allowed unless it has violations."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    group: str | None = None
+    accelerator: AcceleratorType | None = None
+    violations: tuple[Violation, ...] = ()
+    warnings: tuple[str, ...] = ()
+    skipped: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return not self.violations
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+
+    @property
+    def message(self) -> str:
+        """The one-line deny message, kubectl style; empty when allowed."""
+        if self.allowed:
+            return ""
+        subject = f"{self.kind} {self.display_name}"
+        detail = "; ".join(v.message for v in self.violations)
+        if self.group is None:
+            return f"nodelimits: {subject} is rejected: {detail}"
+        accel = f" ({self.accelerator.value})" if self.accelerator else ""
+        return (
+            f'nodelimits: {subject} does not fit one node of resource group "{self.group}"'
+            f"{accel}: {detail}"
+        )
+
+    def with_warnings(self, *warnings: str) -> Decision:
+        return replace(self, warnings=self.warnings + warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTable:
+    """The accelerator resource table, with lookups memoised per resource name."""
+
+    rules: tuple[AcceleratorRule, ...]
+    _memo: dict[str, AcceleratorRule | None] = field(default_factory=dict, compare=False)
+
+    def classify(self, resource: str) -> AcceleratorRule | None:
+        """The most specific rule for a resource name: exact, else the longest prefix."""
+        try:
+            return self._memo[resource]
+        except KeyError:
+            pass
+        best: AcceleratorRule | None = None
+        for rule in self.rules:
+            if rule.pattern == resource:
+                best = rule
+                break
+            prefix = rule.pattern.endswith("*") and resource.startswith(rule.pattern[:-1])
+            if prefix and (best is None or len(rule.pattern) > len(best.pattern)):
+                best = rule
+        if len(self._memo) < 10_000:  # bounded: resource names come from user objects
+            self._memo[resource] = best
+        return best
+
+
+@functools.lru_cache(maxsize=16)
+def device_table(rules: tuple[AcceleratorRule, ...]) -> DeviceTable:
+    return DeviceTable(rules)
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one pod asks of a node."""
+
+    resources: PodResources
+    cards: Mapping[AcceleratorType, Mapping[str, Decimal]]
+    """Whole-card requests per type and resource name (request = limit for devices)."""
+    card_limits: Mapping[AcceleratorType, Mapping[str, Decimal]]
+    revealed: frozenset[AcceleratorType]
+    """Types the pod's device resources reveal (cards or virtual)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A workload read for the decision; ``group is None`` means it is not checked."""
+
+    workload: Workload
+    group: str | None
+    accelerator: AcceleratorType | None
+    """From the annotation or the devices; None: ask the group's type."""
+    demand: Demand
+    violations: tuple[Violation, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _is_extended(resource: str) -> bool:
+    return "/" in resource and not resource.startswith("kubernetes.io/")
+
+
+def demand_of(resources: PodResources, table: DeviceTable) -> Demand:
+    cards: dict[AcceleratorType, dict[str, Decimal]] = {}
+    card_limits: dict[AcceleratorType, dict[str, Decimal]] = {}
+    revealed: set[AcceleratorType] = set()
+    for source, target in ((resources.requests, cards), (resources.limits, card_limits)):
+        for name, amount in source.items():
+            if _is_extended(name) and amount != amount.to_integral_value():
+                raise InvalidQuantity(
+                    name, format(amount, "f"), "extended resources must be whole numbers"
+                )
+            rule = table.classify(name)
+            if rule is None or amount == 0:
+                continue
+            revealed.add(rule.type)
+            if rule.count is DeviceCount.CARDS:
+                target.setdefault(rule.type, {})[name] = amount
+    return Demand(resources, cards, card_limits, frozenset(revealed))
+
+
+def _lookup(annotations: Mapping[str, str], key: str) -> tuple[str | None, str | None]:
+    """(value, the key as written): exact first, then a key differing only in case."""
+    if key in annotations:
+        return annotations[key], key
+    folded = key.lower()
+    for written, value in annotations.items():
+        if written.lower() == folded:
+            return value, written
+    return None, None
+
+
+def plan(workload: Workload, settings: PolicySettings) -> Plan:
+    """Read a workload's group, accelerator hint and demand.
+
+    Raises :class:`~webhook.resources.InvalidQuantity` for malformed quantities.
+    """
+    violations: list[Violation] = []
+    warnings: list[str] = []
+    annotations = workload.annotations
+    group, written = _lookup(annotations, settings.group_annotation)
+    if group is None and workload.fallback_annotations:
+        group, written = _lookup(workload.fallback_annotations, settings.group_annotation)
+        if group is not None:
+            annotations = workload.fallback_annotations
+            warnings.append(
+                f"annotation {settings.group_annotation} is on the {workload.kind}'s own "
+                "metadata, not its pod template: its pods will not carry it"
+            )
+    if written is not None and written != settings.group_annotation:
+        warnings.append(
+            f"annotation key {written!r} differs in case from {settings.group_annotation!r}; "
+            "it was checked, but other tools may not read it"
+        )
+    if group is None:
+        group = settings.default_group
+    demand = demand_of(pod_resources(workload.pod_spec), device_table(settings.accelerators))
+    if group is None:
+        return Plan(workload, None, None, demand)
+    group = group.strip()
+    if not group:
+        violations.append(
+            Violation(
+                "resourceGroup",
+                "",
+                "",
+                "",
+                f"annotation {settings.group_annotation} is empty",
+            )
+        )
+
+    accelerator: AcceleratorType | None = None
+    type_text, _ = _lookup(annotations, settings.type_annotation)
+    if type_text is not None:
+        try:
+            accelerator = AcceleratorType.parse(type_text)
+        except ValueError as exc:
+            violations.append(
+                Violation(
+                    "acceleratorType",
+                    type_text,
+                    "",
+                    "",
+                    f"annotation {settings.type_annotation}: {exc}",
+                )
+            )
+
+    if len(demand.revealed) > 1:
+        kinds = ", ".join(sorted(t.value for t in demand.revealed))
+        violations.append(
+            Violation(
+                "acceleratorType",
+                kinds,
+                "one vendor",
+                "",
+                f"requests devices of more than one accelerator type ({kinds}); "
+                "a node of a resource group has one type",
+            )
+        )
+    elif accelerator is None and demand.revealed:
+        (accelerator,) = demand.revealed
+    return Plan(workload, group, accelerator, demand, tuple(violations), tuple(warnings))
+
+
+def choose_accelerator(
+    planned: Plan, group_types: frozenset[AcceleratorType], settings: PolicySettings
+) -> AcceleratorType:
+    """Annotation or devices, else the group's own type, else the configured default."""
+    if planned.accelerator is not None:
+        return planned.accelerator
+    if planned.group is not None and planned.group in settings.group_types:
+        return settings.group_types[planned.group]
+    if len(group_types) == 1:
+        (only,) = group_types
+        return only
+    return settings.default_accelerator_type
+
+
+def needs_group_types(planned: Plan, settings: PolicySettings) -> bool:
+    """Whether :func:`choose_accelerator` would use the group's offered types."""
+    return (
+        planned.group is not None
+        and planned.accelerator is None
+        and planned.group not in settings.group_types
+    )
+
+
+def _decision(workload: Workload | Skipped, **fields: Any) -> Decision:
+    return Decision(
+        workload.api_version, workload.kind, workload.namespace, workload.name, **fields
+    )
+
+
+def skip(workload: Workload | Skipped, reason: str | None = None) -> Decision:
+    """An allowed, unchecked object."""
+    if isinstance(workload, Skipped):
+        reason = workload.reason
+    return _decision(workload, skipped=reason or "no resource group annotation")
+
+
+def refuse(
+    planned: Plan, accelerator: AcceleratorType | None, resource: str, message: str
+) -> Decision:
+    """A denial that has no limits to compare with (unknown group, platform refused)."""
+    return _decision(
+        planned.workload,
+        group=planned.group,
+        accelerator=accelerator,
+        violations=(*planned.violations, Violation(resource, planned.group or "", "", "", message)),
+        warnings=planned.warnings,
+    )
+
+
+def _fmt_seconds(td: timedelta) -> str:
+    total = int(td.total_seconds())
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def decide(
+    planned: Plan,
+    limits: NodeLimits,
+    accelerator: AcceleratorType,
+    settings: PolicySettings,
+) -> Decision:
+    """Compare one pod's demand with one node of the group; collect every violation."""
+    violations = list(planned.violations)
+    warnings = list(planned.warnings)
+    workload, demand = planned.workload, planned.demand
+    requests, lims = demand.resources.requests, demand.resources.limits
+
+    if demand.revealed and accelerator not in demand.revealed and len(demand.revealed) == 1:
+        (shown,) = demand.revealed
+        violations.append(
+            Violation(
+                "acceleratorType",
+                shown.value,
+                accelerator.value,
+                "",
+                f"requests {shown.value} devices but the accelerator type is {accelerator.value}",
+            )
+        )
+
+    cpu_cap = Decimal(limits.cpuNumber)
+    _check(violations, "cpu", requests.get("cpu"), lims.get("cpu"), cpu_cap, format_cores, "cores")
+    unit = settings.memory_unit
+    mem_cap = Decimal(limits.memorySize) * UNIT_BYTES[unit]
+    _check(
+        violations,
+        "memory",
+        requests.get("memory"),
+        lims.get("memory"),
+        mem_cap,
+        lambda b: format_memory(b, unit),
+        unit,
+    )
+
+    card_cap = Decimal(limits.card_cap(accelerator))
+    own_cards = demand.cards.get(accelerator, {})
+    own_limits = demand.card_limits.get(accelerator, {})
+    names = "+".join(sorted(set(own_cards) | set(own_limits))) or "cards"
+    _check(
+        violations,
+        names,
+        sum(own_cards.values(), Decimal(0)) or None,
+        sum(own_limits.values(), Decimal(0)) or None,
+        card_cap,
+        _fmt_count,
+        "cards",
+    )
+
+    _check_run_time(workload, limits, settings, violations, warnings)
+    _check_parallelism(workload, demand, accelerator, limits, settings, warnings)
+
+    return _decision(
+        workload,
+        group=planned.group,
+        accelerator=accelerator,
+        violations=tuple(violations),
+        warnings=tuple(warnings),
+    )
+
+
+def _fmt_count(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _check(
+    violations: list[Violation],
+    resource: str,
+    request: Decimal | None,
+    limit: Decimal | None,
+    cap: Decimal,
+    render: Callable[[Decimal], str],
+    unit: str,
+) -> None:
+    """One violation per resource: the request if it is over, else the limit if it is."""
+    per_node = f" {unit} per node" if unit in ("cores", "cards") else " per node"
+    for label, amount in (("", request), (" limit", limit)):
+        if amount is not None and amount > cap:
+            violations.append(
+                Violation(
+                    resource,
+                    render(amount),
+                    render(cap),
+                    unit,
+                    f"{resource}{label} {render(amount)} > {render(cap)}{per_node}",
+                )
+            )
+            return
+
+
+def _check_run_time(
+    workload: Workload,
+    limits: NodeLimits,
+    settings: PolicySettings,
+    violations: list[Violation],
+    warnings: list[str],
+) -> None:
+    max_time = limits.max_time
+    if max_time is None or workload.owned_by_job:
+        return
+    max_seconds = int(max_time.total_seconds())
+    shown = f"maxTime {limits.maxTime} ({max_seconds}s)"
+    if workload.long_running:
+        warnings.append(
+            f"{workload.kind} pods run until deleted, but resource group "
+            f'"{limits.resourceGroup}" limits run time to {shown}'
+        )
+        return
+    deadline = workload.active_deadline_seconds
+    if deadline is None:
+        text = (
+            f'no activeDeadlineSeconds: resource group "{limits.resourceGroup}" limits run time '
+            f"to {shown}; set activeDeadlineSeconds <= {max_seconds}"
+        )
+        if settings.require_deadline:
+            violations.append(
+                Violation("activeDeadlineSeconds", "none", str(max_seconds), "seconds", text)
+            )
+        else:
+            warnings.append(text)
+    elif deadline > max_seconds:
+        violations.append(
+            Violation(
+                "activeDeadlineSeconds",
+                str(deadline),
+                str(max_seconds),
+                "seconds",
+                f"activeDeadlineSeconds {deadline}s ({_fmt_seconds(timedelta(seconds=deadline))}) "
+                f"> {shown}",
+            )
+        )
+
+
+def _check_parallelism(
+    workload: Workload,
+    demand: Demand,
+    accelerator: AcceleratorType,
+    limits: NodeLimits,
+    settings: PolicySettings,
+    warnings: list[str],
+) -> None:
+    wanted = workload.parallelism
+    if wanted is None or wanted <= 1 or not limits.nodeNumber:
+        return
+    requests = demand.resources.requests
+    fits: list[Decimal] = []
+    cards = sum(demand.cards.get(accelerator, {}).values(), Decimal(0))
+    for need, cap in (
+        (requests.get("cpu", Decimal(0)), Decimal(limits.cpuNumber)),
+        (
+            requests.get("memory", Decimal(0)),
+            Decimal(limits.memorySize) * UNIT_BYTES[settings.memory_unit],
+        ),
+        (cards, Decimal(limits.card_cap(accelerator))),
+    ):
+        if need > 0:
+            fits.append((cap / need).to_integral_value(rounding=ROUND_FLOOR))
+    if not fits:
+        return
+    per_node = int(min(fits))
+    if per_node == 0:
+        return  # already a violation: not even one pod fits
+    capacity = per_node * limits.nodeNumber
+    if wanted > capacity:
+        what = "parallelism" if workload.kind in ("Job", "CronJob") else "replicas"
+        warnings.append(
+            f"{what} {wanted}: only {capacity} pods can run at once on the "
+            f'{limits.nodeNumber} node(s) of resource group "{limits.resourceGroup}" '
+            f"({per_node} per node); the rest will wait"
+        )

@@ -1,0 +1,248 @@
+"""Kubernetes quantities and a pod's effective requests and limits — pure functions.
+
+The rules are Kubernetes' own (``component-helpers/resource/helpers.go``):
+
+* a container's request defaults to its limit;
+* app containers are summed;
+* init containers are walked in order: a restartable init container (a sidecar,
+  ``restartPolicy: Always``, KEP-753) adds to the app sum and to every later init
+  container's peak; a regular init container peaks at its own request plus the sidecars
+  started before it; the pod needs ``max(app sum, init peak)``;
+* pod-level ``spec.resources`` (KEP-2837) replaces the container total for cpu, memory and
+  hugepages, never for extended resources (GPUs and friends);
+* ``spec.overhead`` is added to requests, and to limits only where a limit is set.
+
+Quantities are exact ``Decimal`` values in base units (cores, bytes, cards); floats never
+appear. The device table is passed in by the caller; nothing here reads settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
+
+from kubernetes.utils import parse_quantity as _k8s_parse_quantity
+
+__all__ = [
+    "MAX_QUANTITY",
+    "UNIT_BYTES",
+    "InvalidQuantity",
+    "PodResources",
+    "ResourceList",
+    "format_cores",
+    "format_memory",
+    "parse_quantity",
+    "pod_limits",
+    "pod_requests",
+    "pod_resources",
+]
+
+ResourceList = Mapping[str, Decimal]
+
+# Kubernetes' quantity grammar: a signed decimal number, then a binary-SI suffix, a
+# decimal-SI suffix or a decimal exponent. Stricter than kubernetes.utils, which also
+# accepts surrounding spaces and Python bools.
+_QUANTITY = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+# Anything above an int64 of base units cannot be a real request; it is garbage.
+MAX_QUANTITY = Decimal(2**63 - 1)
+# The apiserver keeps nano precision and rounds finer values up.
+_NANO = Decimal("1e-9")
+POD_LEVEL_RESOURCES = ("cpu", "memory")  # plus hugepages-*; never extended resources
+UNIT_BYTES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+class InvalidQuantity(ValueError):
+    """A resource quantity that Kubernetes would not accept; names the field."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field}: invalid quantity {value!r}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Decimal:
+    # Cached: manifests repeat the same few quantities ("1", "500m", "4Gi") endlessly.
+    if not _QUANTITY.match(text):
+        raise ValueError("not a Kubernetes quantity (e.g. 500m, 2, 4Gi, 1e3)")
+    try:
+        value = Decimal(_k8s_parse_quantity(text))  # type: ignore[no-untyped-call]
+    except (ValueError, InvalidOperation, ArithmeticError) as exc:
+        raise ValueError(str(exc)) from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    if value > MAX_QUANTITY:
+        raise ValueError("absurdly large (above 2^63-1 base units)")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -9:  # finer than nano: round up, as k8s does
+        value = value.quantize(_NANO, rounding=ROUND_CEILING)
+    return value
+
+
+def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
+    """Parse a Kubernetes quantity (``"500m"``, ``"4Gi"``, ``2``) into exact base units.
+
+    YAML may hand us an int or a float (``cpu: 0.5``); a float is read through its
+    shortest ``repr`` so ``0.1`` means 0.1, not 0.1000000000000000055.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidQuantity(field, value, "expected a string or a number")
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        raise InvalidQuantity(field, value, "not a finite number")
+    text = value if isinstance(value, str) else repr(value)
+    try:
+        return _parse_text(text)
+    except ValueError as exc:
+        raise InvalidQuantity(field, value, str(exc)) from None
+
+
+def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidQuantity(field, raw, "expected a map of resource name to quantity")
+    return {str(k): parse_quantity(v, field=f"{field}.{k}") for k, v in raw.items()}
+
+
+def _add(into: dict[str, Decimal], other: Mapping[str, Decimal]) -> None:
+    for name, amount in other.items():
+        into[name] = into.get(name, Decimal(0)) + amount
+
+
+def _max(into: dict[str, Decimal], other: Mapping[str, Decimal]) -> None:
+    for name, amount in other.items():
+        if amount > into.get(name, Decimal(-1)):
+            into[name] = amount
+
+
+@dataclass(frozen=True, slots=True)
+class _Container:
+    requests: dict[str, Decimal]
+    limits: dict[str, Decimal]
+    sidecar: bool
+
+
+def _container(raw: object, field: str, *, init: bool) -> _Container:
+    if not isinstance(raw, Mapping):
+        raise InvalidQuantity(field, raw, "a container must be an object")
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, Mapping):
+        raise InvalidQuantity(f"{field}.resources", resources, "expected an object")
+    limits = _resource_map(resources.get("limits"), f"{field}.resources.limits")
+    requests = _resource_map(resources.get("requests"), f"{field}.resources.requests")
+    # API defaulting: a limit without a request makes the request equal to the limit.
+    requests = {**limits, **requests}
+    return _Container(requests, limits, init and raw.get("restartPolicy") == "Always")
+
+
+def _containers(spec: Mapping[str, Any], key: str, *, init: bool) -> list[_Container]:
+    raw = spec.get(key) or []
+    if not isinstance(raw, list):
+        raise InvalidQuantity(f"spec.{key}", raw, "expected a list of containers")
+    return [_container(c, f"spec.{key}[{i}]", init=init) for i, c in enumerate(raw)]
+
+
+def _aggregate(
+    app: Iterable[_Container], init: Iterable[_Container], attr: str
+) -> dict[str, Decimal]:
+    total: dict[str, Decimal] = {}
+    for c in app:
+        _add(total, getattr(c, attr))
+    sidecars: dict[str, Decimal] = {}
+    init_peak: dict[str, Decimal] = {}
+    for c in init:
+        own: Mapping[str, Decimal] = getattr(c, attr)
+        if c.sidecar:
+            _add(total, own)
+            _add(sidecars, own)
+            _max(init_peak, sidecars)
+        else:
+            peak = dict(sidecars)
+            _add(peak, own)
+            _max(init_peak, peak)
+    _max(total, init_peak)
+    return total
+
+
+def _pod_level(name: str) -> bool:
+    return name in POD_LEVEL_RESOURCES or name.startswith("hugepages-")
+
+
+@dataclass(frozen=True, slots=True)
+class PodResources:
+    """A pod's effective requests and limits. A resource absent from ``limits`` is unbounded."""
+
+    requests: ResourceList
+    limits: ResourceList
+
+
+def pod_resources(spec: Mapping[str, Any]) -> PodResources:
+    """Effective requests and limits of a pod spec, by Kubernetes' rules.
+
+    Raises :class:`InvalidQuantity` naming the field for any malformed quantity.
+    """
+    if not isinstance(spec, Mapping):
+        raise InvalidQuantity("spec", spec, "a pod spec must be an object")
+    app = _containers(spec, "containers", init=False)
+    init = _containers(spec, "initContainers", init=True)
+    requests = _aggregate(app, init, "requests")
+    limits = _aggregate(app, init, "limits")
+
+    pod_level = spec.get("resources")
+    if pod_level:
+        if not isinstance(pod_level, Mapping):
+            raise InvalidQuantity("spec.resources", pod_level, "expected an object")
+        pod_limits_ = _resource_map(pod_level.get("limits"), "spec.resources.limits")
+        pod_requests_ = _resource_map(pod_level.get("requests"), "spec.resources.requests")
+        # Defaulting of pod-level requests: explicit > container total > pod-level limit.
+        for name, amount in pod_limits_.items():
+            if _pod_level(name):
+                pod_requests_.setdefault(name, requests.get(name, amount))
+                limits[name] = amount
+        for name, amount in pod_requests_.items():
+            if _pod_level(name):
+                requests[name] = amount
+
+    overhead = _resource_map(spec.get("overhead"), "spec.overhead")
+    _add(requests, overhead)
+    for name, amount in overhead.items():
+        if limits.get(name):  # overhead raises a limit only where one is set (non-zero)
+            limits[name] += amount
+    return PodResources(requests, limits)
+
+
+def pod_requests(spec: Mapping[str, Any]) -> ResourceList:
+    """Effective requests of a pod spec (see :func:`pod_resources`)."""
+    return pod_resources(spec).requests
+
+
+def pod_limits(spec: Mapping[str, Any]) -> ResourceList:
+    """Effective limits of a pod spec; resources without a limit are absent."""
+    return pod_resources(spec).limits
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def format_cores(cores: Decimal) -> str:
+    """``Decimal("0.3")`` -> ``"300m"``, ``Decimal(4)`` -> ``"4"`` (kubectl's style)."""
+    if cores == cores.to_integral_value():
+        return _plain(cores)
+    milli = cores * 1000
+    if milli == milli.to_integral_value():
+        return f"{_plain(milli)}m"
+    return _plain(cores)
+
+
+def format_memory(amount_bytes: Decimal, unit: str = "Mi") -> str:
+    """Bytes in the platform's unit: ``65536Mi``; non-whole amounts keep 2 decimals, rounded up."""
+    value = amount_bytes / Decimal(UNIT_BYTES[unit])
+    if value != value.to_integral_value():
+        value = value.quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    return f"{_plain(value)}{unit}"

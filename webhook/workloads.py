@@ -1,0 +1,243 @@
+"""Pod specs and their context out of Kubernetes objects — pure functions.
+
+A Pod is checked as itself. A workload (Job, CronJob, Deployment, ...) is checked through
+its pod template, because that is what its pods will be; its annotations are read from
+the template's metadata (what the pods will carry), falling back to the workload's own
+metadata with a warning that the pods will not carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "InvalidObject",
+    "Skipped",
+    "Workload",
+    "iter_objects",
+    "workload_of",
+]
+
+
+class InvalidObject(ValueError):
+    """The object is not a well-formed Kubernetes object of a kind we read; names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What the policy needs of one object: its pod spec and the context around it."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    pod_spec: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    """Annotations that decide the group: the pod's, or the template's."""
+    fallback_annotations: Mapping[str, str]
+    """The workload's own metadata annotations (used, with a warning, if the template has none)."""
+    active_deadline_seconds: int | None = None
+    """The run-time bound of one pod (the smallest of the Job's and the template's)."""
+    parallelism: int | None = None
+    """Pods expected to run at once (Job parallelism capped by completions, or replicas)."""
+    owned_by_job: bool = False
+    """A Pod created by a Job: its run time is the Job's business, not the pod's."""
+    long_running: bool = False
+    """Controllers that keep pods running without a deadline (Deployment, StatefulSet, ...)."""
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An object that is not checked, and why (unknown kind, a List's empty item, ...)."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    reason: str
+
+
+def _map(value: object, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidObject(field, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _annotations(meta: Mapping[str, Any], field: str) -> Mapping[str, str]:
+    raw = _map(meta.get("annotations"), f"{field}.annotations")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidObject(f"{field}.annotations.{key}", "annotation values must be strings")
+    return raw
+
+
+def _int(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidObject(field, f"expected an integer, got {value!r}")
+    if value < 0:
+        raise InvalidObject(field, f"must not be negative, got {value}")
+    return value
+
+
+def _min_deadline(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _is_job_owned(meta: Mapping[str, Any]) -> bool:
+    refs = meta.get("ownerReferences")
+    if not isinstance(refs, list):
+        return False
+    return any(isinstance(r, Mapping) and r.get("kind") == "Job" for r in refs)
+
+
+def _template(spec: Mapping[str, Any], field: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    template = _map(spec.get("template"), f"{field}.template")
+    return _map(template.get("metadata"), f"{field}.template.metadata"), _map(
+        template.get("spec"), f"{field}.template.spec"
+    )
+
+
+def _job_parallelism(job_spec: Mapping[str, Any], field: str) -> int:
+    parallelism = _int(job_spec.get("parallelism"), f"{field}.parallelism")
+    completions = _int(job_spec.get("completions"), f"{field}.completions")
+    running = 1 if parallelism is None else parallelism
+    return running if completions is None else min(running, completions)
+
+
+_REPLICATED = {"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"}
+_LONG_RUNNING = _REPLICATED | {"DaemonSet"}
+
+KINDS = frozenset({"Pod", "PodTemplate", "Job", "CronJob"} | _LONG_RUNNING)
+"""Kinds whose pods we can read."""
+
+
+def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
+    """The :class:`Workload` of one object, or :class:`Skipped` for kinds without pods.
+
+    Raises :class:`InvalidObject` naming the field when the object is malformed.
+    """
+    if not isinstance(obj, Mapping):
+        raise InvalidObject("<document>", f"expected an object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    api_version = obj.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidObject("kind", "missing or not a string")
+    api_version = api_version if isinstance(api_version, str) else ""
+    meta = _map(obj.get("metadata"), "metadata")
+    name = meta.get("name") or meta.get("generateName") or ""
+    namespace = meta.get("namespace") or ""
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        raise InvalidObject("metadata.name", "name and namespace must be strings")
+    own = _annotations(meta, "metadata")
+    spec = _map(obj.get("spec"), "spec")
+
+    def make(
+        pod_meta: Mapping[str, Any], pod_spec: Mapping[str, Any], field: str, **kw: Any
+    ) -> Workload:
+        return Workload(
+            api_version=api_version,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            pod_spec=pod_spec,
+            annotations=_annotations(pod_meta, f"{field}.metadata"),
+            fallback_annotations=own,
+            **kw,
+        )
+
+    if kind == "Pod":
+        return Workload(
+            api_version=api_version,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            pod_spec=spec,
+            annotations=own,
+            fallback_annotations={},
+            active_deadline_seconds=_int(
+                spec.get("activeDeadlineSeconds"), "spec.activeDeadlineSeconds"
+            ),
+            owned_by_job=_is_job_owned(meta),
+        )
+    if kind == "PodTemplate":
+        template = _map(obj.get("template"), "template")
+        pod_spec = _map(template.get("spec"), "template.spec")
+        return make(
+            _map(template.get("metadata"), "template.metadata"),
+            pod_spec,
+            "template",
+            active_deadline_seconds=_int(
+                pod_spec.get("activeDeadlineSeconds"), "template.spec.activeDeadlineSeconds"
+            ),
+        )
+    if kind == "Job":
+        return _job(make, spec, "spec")
+    if kind == "CronJob":
+        job_template = _map(spec.get("jobTemplate"), "spec.jobTemplate")
+        return _job(
+            make, _map(job_template.get("spec"), "spec.jobTemplate.spec"), "spec.jobTemplate.spec"
+        )
+    if kind in _LONG_RUNNING:
+        pod_meta, pod_spec = _template(spec, "spec")
+        replicas = None
+        if kind in _REPLICATED:
+            replicas = _int(spec.get("replicas"), "spec.replicas")
+            replicas = 1 if replicas is None else replicas
+        return make(pod_meta, pod_spec, "spec.template", parallelism=replicas, long_running=True)
+    return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
+
+
+def _job(make: Any, job_spec: Mapping[str, Any], field: str) -> Workload:
+    pod_meta, pod_spec = _template(job_spec, field)
+    deadline = _min_deadline(
+        _int(job_spec.get("activeDeadlineSeconds"), f"{field}.activeDeadlineSeconds"),
+        _int(pod_spec.get("activeDeadlineSeconds"), f"{field}.template.spec.activeDeadlineSeconds"),
+    )
+    result: Workload = make(
+        pod_meta,
+        pod_spec,
+        f"{field}.template",
+        active_deadline_seconds=deadline,
+        parallelism=_job_parallelism(job_spec, field),
+    )
+    return result
+
+
+def iter_objects(document: object) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The objects in one document: itself, or each item of a ``*List``.
+
+    Yields ``(path, object)`` where path locates the object in the document
+    (``""`` or ``"items[3]"``). Raises :class:`InvalidObject` for a non-object.
+    """
+    if not isinstance(document, Mapping):
+        raise InvalidObject("<document>", f"expected an object, got {type(document).__name__}")
+    kind = document.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in document:
+        items = document.get("items")
+        if items is None:
+            return
+        if not isinstance(items, list):
+            raise InvalidObject("items", "expected a list")
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise InvalidObject(f"items[{index}]", "expected an object")
+            yield f"items[{index}]", item
+        return
+    yield "", document
