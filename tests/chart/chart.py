@@ -152,4 +152,3 @@ def render(
         *extra,
     )
     return Rendered(yaml.safe_load_all(out))
-

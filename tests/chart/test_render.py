@@ -11,8 +11,16 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.chart.chart import CHART, HANDLERS, NAMESPACE, RELEASE, Rendered, run_helm
-from tests.chart.conftest import RenderFn
+from tests.chart.chart import (
+    CHART,
+    HANDLERS,
+    NAMESPACE,
+    RELEASE,
+    Rendered,
+    render,
+    run_helm,
+    values_args,
+)
 from webhook.config import load_settings
 
 KINDS = tuple(dict.fromkeys(h[0] for h in HANDLERS))
@@ -70,11 +78,26 @@ CASES: dict[str, dict[str, Any]] = {
         "priorityClassName": "system-cluster-critical",
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "node-role", "operator": "In", "values": ["infra"]}]}]}}},
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                       "whenUnsatisfiable": "DoNotSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "node-role", "operator": "In", "values": ["infra"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
         "extraEnv": [{"name": "NODELIMITS_CACHE__TTL", "value": "30"}],
         "extraVolumes": [{"name": "limits", "configMap": {"name": "limits"}}],
         "extraVolumeMounts": [{"name": "limits", "mountPath": "/limits"}],
@@ -83,8 +106,9 @@ CASES: dict[str, dict[str, Any]] = {
         "webhook": {
             "failurePolicy": "Ignore",
             "excludeNamespaces": ["monitoring", "kube-system"],
-            "namespaceSelectorExpressions": [{"key": "nodelimits.io/ignore",
-                                              "operator": "DoesNotExist"}],
+            "namespaceSelectorExpressions": [
+                {"key": "nodelimits.io/ignore", "operator": "DoesNotExist"}
+            ],
             "objectSelector": {"matchLabels": {"checked": "yes"}},
             "annotations": {"owner": "platform"},
         },
@@ -107,8 +131,6 @@ CASES: dict[str, dict[str, Any]] = {
 @pytest.fixture(params=list(CASES), scope="module")
 def case(request: pytest.FixtureRequest, helm: Path, tmp_path_factory: pytest.TempPathFactory):
     """(values, Rendered) for one matrix case; rendered once per module."""
-    from tests.chart.chart import render
-
     values = CASES[request.param]
     return values, render(helm, tmp_path_factory.mktemp(request.param), values)
 
@@ -118,8 +140,6 @@ def enabled_kinds(values: dict[str, Any]) -> list[str]:
 
 
 def test_helm_lint_passes_strict(helm: Path, tmp_path: Path) -> None:
-    from tests.chart.chart import values_args
-
     for values in (CASES["defaults"], CASES["everything-set"], CASES["cert-manager-own-ca"]):
         out = run_helm(helm, "lint", "--strict", str(CHART), *values_args(values, tmp_path))
         assert "0 chart(s) failed" in out
@@ -134,7 +154,8 @@ def test_every_rendered_object_is_valid_kubernetes(case: tuple[dict, Rendered]) 
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {str(exc).split(chr(10))[0]}")
+            first_line = str(exc).split("\n", 1)[0]
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {first_line}")
     assert problems == []
 
 
@@ -172,12 +193,14 @@ def test_every_webhook_has_the_fixed_safety_fields(case: tuple[dict, Rendered]) 
         assert hook["failurePolicy"] == policy
         assert hook["rules"][0]["scope"] == "Namespaced"
         (excluded,) = [
-            e for e in hook["namespaceSelector"]["matchExpressions"]
+            e
+            for e in hook["namespaceSelector"]["matchExpressions"]
             if e["key"] == "kubernetes.io/metadata.name"
         ]
         assert excluded["operator"] == "NotIn"
         assert {"kube-system", NAMESPACE} <= set(excluded["values"])
-        assert set(values.get("webhook", {}).get("excludeNamespaces", [])) <= set(excluded["values"])
+        extra = values.get("webhook", {}).get("excludeNamespaces", [])
+        assert set(extra) <= set(excluded["values"])
 
 
 def test_deployment_is_restricted_and_ha(case: tuple[dict, Rendered]) -> None:
