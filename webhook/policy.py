@@ -88,7 +88,7 @@ class Decision:
             return ""
         subject = f"{self.kind} {self.display_name}"
         detail = "; ".join(v.message for v in self.violations)
-        if self.group is None:
+        if not self.group:
             return f"nodelimits: {subject} is rejected: {detail}"
         accel = f" ({self.accelerator.value})" if self.accelerator else ""
         return (
@@ -299,14 +299,17 @@ def skip(workload: Workload | Skipped, reason: str | None = None) -> Decision:
 
 
 def refuse(
-    planned: Plan, accelerator: AcceleratorType | None, resource: str, message: str
+    planned: Plan, accelerator: AcceleratorType | None, resource: str = "", message: str = ""
 ) -> Decision:
-    """A denial that has no limits to compare with (unknown group, platform refused)."""
+    """A denial without limits to compare with: the plan's own violations (an empty
+    annotation, mixed vendors), plus ``message`` when given (unknown group, platform refusal).
+    """
+    extra = (Violation(resource, planned.group or "", "", "", message),) if message else ()
     return _decision(
         planned.workload,
         group=planned.group,
         accelerator=accelerator,
-        violations=(*planned.violations, Violation(resource, planned.group or "", "", "", message)),
+        violations=(*planned.violations, *extra),
         warnings=planned.warnings,
     )
 

@@ -60,9 +60,8 @@ def load_limits_file(path: Path) -> LimitsFile:
     try:
         return LimitsFile.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{path}: {_location(e['loc'], data)}: {e['msg']}" for e in exc.errors(include_url=False)
-        ]
+        errors = exc.errors(include_url=False)
+        lines = [f"{path}: {_location(e['loc'], data)}: {e['msg']}" for e in errors]
         raise LimitsFileError("\n".join(lines)) from None
 
 
