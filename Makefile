@@ -1,0 +1,42 @@
+# nodelimits — developer entry points. `make help` lists them.
+PYTHON ?= python3
+PIP_STAMP := .cache/pip.stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint test test-fast demo bench testbin cluster clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(PIP_STAMP): pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast]'
+	@mkdir -p $(dir $@) && touch $@
+
+install: $(PIP_STAMP)  ## install nodelimits and the test tools (pip, editable)
+
+lint: install  ## ruff (lint + format check) and mypy --strict
+	$(PYTHON) -m ruff check webhook tests bench
+	$(PYTHON) -m ruff format --check webhook tests bench
+	$(PYTHON) -m mypy
+
+test: lint  ## everything: lint, unit, integration and e2e (builds tools/testbin once, ~30 min cold)
+	$(PYTHON) -m pytest
+
+test-fast: install  ## unit and integration tests only (no control plane)
+	$(PYTHON) -m pytest -m "not e2e"
+
+testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimits/testbin
+	tools/testbin/build.sh
+
+demo: install  ## the main job: nodelimits judges the examples
+	-nodelimits check -f examples/manifests --limits-file examples/limits.yaml
+
+bench: install  ## benchmarks; figures go to docs/performance.md
+	$(PYTHON) bench/bench_policy.py
+	$(PYTHON) bench/bench_check.py
+
+cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-C stops it
+	$(PYTHON) -m tests.e2e.controlplane
+
+clean:  ## remove build and test caches (not the testbin)
+	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
