@@ -1,0 +1,251 @@
+"""values.schema.json covers every value, rejects bad ones with a message naming the key,
+and stays in step with the server's Settings (webhook/config.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.chart import CHART, ChartError
+from tests.chart.conftest import RenderFn
+from webhook.config import Settings, load_settings
+
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+
+CHART_MANAGED = {
+    "platform.token_file": "set from credentials (the mounted Secret)",
+    "platform.secret_dir": "set from credentials (the mounted Secret)",
+    "platform.access_key": "a secret: credentials.accessKey",
+    "platform.secret_key": "a secret: credentials.secretKey",
+    "platform.user": "credentials.user, beside the other login fields",
+    "platform.password": "a secret: credentials.password",
+    "platform.org_id": "a secret: credentials.orgId",
+    "server.manage_webhook_url": "development only; the chart owns the webhook configuration",
+}
+"""Settings fields deliberately not under `config:`, and where they come from instead."""
+
+FREE_FORM = {
+    "global",  # Helm's own
+    "affinity.nodeAffinity",  # Kubernetes passthroughs, checked by the apiserver
+    "affinity.podAffinity",
+    "affinity.podAntiAffinity",
+    "topologySpreadConstraints[]",
+    "extraEnv[]",
+    "extraVolumes[]",
+    "extraVolumeMounts[]",
+}
+"""Object-typed values whose inner keys the schema leaves open, on purpose."""
+
+
+def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def constraints(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Enum values and numeric bounds of one field, through $ref, anyOf and array items."""
+    node = resolve(node, root)
+    found: dict[str, Any] = {}
+    for sub in node.get("anyOf", []):
+        found.update(constraints(sub, root))
+    if "items" in node:
+        found.update(constraints(node["items"], root))
+    if "enum" in node:
+        found["enum"] = sorted(v for v in node["enum"] if v is not None)
+    for key in ("minimum", "maximum", "exclusiveMinimum"):
+        if key in node:
+            found[key] = node[key]
+    return found
+
+
+def model_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """'group.field' -> field schema, for the two-level Settings layout."""
+    fields: dict[str, dict[str, Any]] = {}
+    for name, node in schema["properties"].items():
+        node = resolve(node, schema)
+        if node.get("type") == "object" and "properties" in node:
+            for sub, sub_node in node["properties"].items():
+                fields[f"{name}.{sub}"] = sub_node
+        else:
+            fields[name] = node
+    return fields
+
+
+SETTINGS_SCHEMA = Settings.model_json_schema()
+SETTINGS_FIELDS = model_fields(SETTINGS_SCHEMA)
+CHART_FIELDS = model_fields(SCHEMA["properties"]["config"] | {"$defs": SCHEMA["$defs"]})
+
+
+def test_config_schema_has_every_setting_except_the_chart_managed_ones() -> None:
+    assert set(CHART_FIELDS) == set(SETTINGS_FIELDS) - set(CHART_MANAGED)
+    assert set(CHART_MANAGED) <= set(SETTINGS_FIELDS)
+
+
+@pytest.mark.parametrize("field", sorted(set(SETTINGS_FIELDS) - set(CHART_MANAGED)))
+def test_config_schema_allows_what_settings_allow_and_no_more(field: str) -> None:
+    server = constraints(SETTINGS_FIELDS[field], SETTINGS_SCHEMA)
+    chart = constraints(CHART_FIELDS[field], SCHEMA)
+    assert chart.get("enum") == server.get("enum")
+    for bound in ("minimum", "exclusiveMinimum"):
+        if bound in server:
+            assert chart.get("minimum", chart.get("exclusiveMinimum")) >= server[bound]
+    if "maximum" in server:
+        assert chart["maximum"] <= server["maximum"]
+
+
+def test_default_config_renders_the_server_defaults(render_chart: RenderFn, tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(render_chart().config_text)
+    assert load_settings(path).model_dump(mode="json") == Settings().model_dump(mode="json")
+
+
+def walk_objects(node: dict[str, Any], path: str = ""):
+    node = resolve(node, SCHEMA)
+    if node.get("type") == "object" or "properties" in node:
+        yield path, node
+        for name, sub in node.get("properties", {}).items():
+            yield from walk_objects(sub, f"{path}.{name}".lstrip("."))
+    if isinstance(node.get("items"), dict):
+        yield from walk_objects(node["items"], f"{path}[]")
+
+
+def test_every_object_in_the_schema_is_closed_unless_free_form_by_design() -> None:
+    open_objects = {
+        path
+        for path, node in walk_objects(SCHEMA)
+        if node.get("additionalProperties") is not False
+        and not isinstance(node.get("additionalProperties"), dict)  # typed maps are fine
+        and path not in FREE_FORM
+    }
+    assert open_objects == set()
+
+
+def leaf_paths(values: Any, path: str = ""):
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from leaf_paths(value, f"{path}.{key}".lstrip("."))
+    else:
+        yield path
+
+
+def test_every_default_value_is_declared_and_described_by_type() -> None:
+    for path in leaf_paths(DEFAULTS):
+        node: dict[str, Any] = SCHEMA
+        for part in path.split("."):
+            node = resolve(node, SCHEMA)
+            assert part in node.get("properties", {}), f"{path}: not in values.schema.json"
+            node = node["properties"][part]
+        assert "type" in resolve(node, SCHEMA) or "$ref" in node, f"{path}: no type"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"replicaCont": 2}, "additional properties 'replicaCont'", id="typo-top"),
+        pytest.param(
+            {"config": {"admision": {}}}, "at '/config': additional properties", id="typo-config"
+        ),
+        pytest.param(
+            {"config": {"cache": {"tll": 5}}}, "'/config/cache': additional", id="typo-nested"
+        ),
+        pytest.param({"replicaCount": "two"}, "'/replicaCount': got string", id="wrong-type"),
+        pytest.param(
+            {"webhook": {"matchConditions": "yes"}}, "/webhook/matchConditions", id="not-bool"
+        ),
+        pytest.param(
+            {"config": {"admission": {"failure_mode": "opne"}}},
+            "'/config/admission/failure_mode': value must be one of 'closed', 'open'",
+            id="bad-enum",
+        ),
+        pytest.param(
+            {"webhook": {"failurePolicy": "fail"}}, "/webhook/failurePolicy", id="bad-policy"
+        ),
+        pytest.param(
+            {"config": {"admission": {"kinds": ["Pod", "Jobs"]}}},
+            "/config/admission/kinds/1",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            {"config": {"admission": {"kinds": []}}}, "/config/admission/kinds", id="no-kinds"
+        ),
+        pytest.param(
+            {"config": {"admission": {"timeout_seconds": 31}}},
+            "/config/admission/timeout_seconds",
+            id="timeout-over-30",
+        ),
+        pytest.param({"config": {"cache": {"ttl": 0}}}, "/config/cache/ttl", id="zero-seconds"),
+        pytest.param(
+            {"config": {"server": {"port": 70000}}}, "/config/server/port", id="port-range"
+        ),
+        pytest.param(
+            {"config": {"policy": {"group_annotation": "not a key!"}}},
+            "/config/policy/group_annotation",
+            id="bad-annotation-key",
+        ),
+        pytest.param(
+            {"config": {"platform": {"center_url": "www.scnet.cn"}}},
+            "/config/platform/center_url",
+            id="url-without-scheme",
+        ),
+        pytest.param(
+            {"config": {"platform": {"password": "hunter2"}}},
+            "additional properties 'password'",
+            id="secret-in-configmap",
+        ),
+        pytest.param(
+            {"certificates": {"mode": "cert-manager"}}, "/certificates/mode", id="cert-mode"
+        ),
+        pytest.param(
+            {"webhook": {"url": "http://127.0.0.1:9443"}}, "/webhook/url", id="url-not-https"
+        ),
+        pytest.param({"image": {"digest": "sha256:abc"}}, "/image/digest", id="short-digest"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(
+    render_chart: RenderFn, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ChartError, match="values don't meet the specifications") as exc:
+        render_chart(values)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param(
+            {"config": {"platform": {"token_source": "aksk"}}, "credentials": {"user": "u"}},
+            "token_source=aksk needs credentials.accessKey (or credentials.existingSecret)",
+            id="missing-credentials",
+        ),
+        pytest.param(
+            {"config": {"platform": {"deadline": 5}}},
+            "config.platform.deadline (5) must be below config.admission.timeout_seconds (5)",
+            id="deadline-not-below-timeout",
+        ),
+        pytest.param(
+            {"config": {"server": {"key_file": "/keys/tls.key"}}},
+            "must be in one directory",
+            id="cert-and-key-apart",
+        ),
+        pytest.param(
+            {"certificates": {"builtin": {"caValidityDays": 365}}},
+            "caValidityDays (365) must exceed certValidityDays + renewBeforeDays (425)",
+            id="ca-not-longer-than-leaf",
+        ),
+    ],
+)
+def test_chart_rejects_inconsistent_values_with_a_clear_message(
+    render_chart: RenderFn, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ChartError) as exc:
+        render_chart(values)
+    assert message in str(exc.value)
