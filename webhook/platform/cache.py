@@ -1,0 +1,247 @@
+"""Limits cached per (group, accelerator type): fast when warm, bounded, truthful.
+
+::
+
+    age < ttl                  -> hit: the cached value, stale=False
+    ttl <= age < max_stale     -> stale: the cached value at once, stale=True, and ONE
+                                  background refresh (stale-while-revalidate; if the platform
+                                  fails, the value keeps being served: stale-if-error)
+    no value / age >= max_stale -> miss: wait (single-flight, bounded by the deadline) for
+                                  the source; its PlatformError propagates
+    10004 (unknown group)      -> remembered for negative_ttl, raised again without a call
+
+``stale`` means "older than the TTL": the admission path turns it into a warning. The
+clock is injected (``time.monotonic`` by default) so tests move time instead of sleeping.
+Every task the cache starts is tracked and cancelled by :meth:`LimitsCache.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhook.config import CacheSettings
+from webhook.metrics import Metrics
+from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
+from webhook.platform.flights import Flights
+from webhook.platform.models import AcceleratorType, NodeLimits
+
+__all__ = ["CachedLimits", "GroupEntry", "LimitsCache", "LimitsSource"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, AcceleratorType]
+GroupTable = Mapping[str, frozenset[AcceleratorType]]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLimits:
+    """What :meth:`LimitsCache.get` returns."""
+
+    limits: NodeLimits
+    stale: bool
+    """Older than the TTL (served while a refresh runs, or because the platform fails)."""
+    age_seconds: float
+
+
+class GroupEntry(Protocol):
+    """One offered group: a ``ResourceGroupEntry`` from the API or a limits-file entry."""
+
+    @property
+    def resourceGroup(self) -> str: ...
+
+    @property
+    def acceleratorType(self) -> AcceleratorType | None: ...
+
+
+class LimitsSource(Protocol):
+    """The platform client, or a limits file (``StaticLimits``)."""
+
+    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits: ...
+
+    async def resource_groups(self) -> Sequence[GroupEntry]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    fetched_at: float
+    limits: NodeLimits | None = None
+    unknown: UnknownResourceGroup | None = None  # negative entry
+
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    fetched_at: float  # when ``table`` was read from the source
+    checked_at: float  # when the source was last asked (failures are retried after negative_ttl)
+    table: GroupTable
+    failed: bool
+
+
+def _raise_again(error: UnknownResourceGroup) -> UnknownResourceGroup:
+    # A fresh instance per raise: one shared exception raised by many requests would
+    # grow a traceback with each of them.
+    return UnknownResourceGroup(
+        str(error),
+        code=error.code,
+        msg=error.msg,
+        endpoint=error.endpoint,
+        resource_group=error.resource_group,
+    )
+
+
+class LimitsCache:
+    """The limits the admission path uses; see the module docstring for the semantics."""
+
+    def __init__(
+        self,
+        source: LimitsSource,
+        settings: CacheSettings,
+        metrics: Metrics,
+        *,
+        deadline: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._metrics = metrics
+        self._deadline = deadline
+        self._clock = clock
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()
+        self._flights: Flights[Key, NodeLimits] = Flights()
+        self._group_flight: Flights[str, GroupTable] = Flights()
+        self._groups: _Groups | None = None
+        metrics.cache_age.set_function(self._oldest_age)
+
+    def __repr__(self) -> str:
+        return f"LimitsCache({type(self._source).__name__}, entries={len(self._entries)})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def tasks_running(self) -> int:
+        """Fetches and refreshes in flight (tests assert 0 after close)."""
+        return len(self._flights) + len(self._group_flight)
+
+    async def get(self, group: str, accelerator: AcceleratorType) -> CachedLimits:
+        """Limits of ``group`` for ``accelerator``; raises the source's PlatformError when
+        there is no usable value."""
+        key = (group, accelerator)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            age = self._clock() - entry.fetched_at
+            if entry.unknown is not None and age < self._settings.negative_ttl:
+                self._event("negative")
+                raise _raise_again(entry.unknown)
+            if entry.limits is not None and age < self._settings.ttl:
+                self._event("hit")
+                return CachedLimits(entry.limits, stale=False, age_seconds=age)
+            if entry.limits is not None and age < self._settings.max_stale:
+                self._event("stale")
+                if not self._flights.running(key):
+                    self._event("refresh")
+                    self._flights.run(key, lambda: self._fetch(key))
+                return CachedLimits(entry.limits, stale=True, age_seconds=age)
+        self._event("miss")
+        task = self._flights.run(key, lambda: self._fetch(key))
+        try:
+            limits = await asyncio.wait_for(asyncio.shield(task), self._deadline)
+        except TimeoutError as exc:
+            raise PlatformUnavailable(
+                f"no limits for {group!r} ({accelerator.value}) within {self._deadline:g}s",
+                endpoint="cache",
+                resource_group=group,
+            ) from exc
+        return CachedLimits(limits, stale=False, age_seconds=0.0)
+
+    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
+        """Types under which the source offers ``group``; empty when unknown or unavailable.
+
+        Never raises; waits at most the deadline; the list is cached like limits.
+        """
+        return (await self._group_table()).get(group, frozenset())
+
+    async def aclose(self) -> None:
+        """Cancel every fetch and refresh; the cache serves nothing new afterwards."""
+        await self._flights.aclose()
+        await self._group_flight.aclose()
+        self._metrics.cache_age.set_function(lambda: 0.0)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _event(self, event: str) -> None:
+        self._metrics.cache_events.labels(event).inc()
+
+    def _oldest_age(self) -> float:
+        if not self._entries:
+            return 0.0
+        now = self._clock()
+        return max(now - e.fetched_at for e in self._entries.values())
+
+    def _store(self, key: Key, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._settings.max_entries:
+            self._entries.popitem(last=False)
+            self._event("evict")
+
+    async def _fetch(self, key: Key) -> NodeLimits:
+        group, accelerator = key
+        try:
+            limits = await self._source.node_limits(group, accelerator)
+        except UnknownResourceGroup as exc:
+            self._event("error")
+            self._store(key, _Entry(self._clock(), unknown=exc))
+            raise
+        except PlatformError as exc:
+            self._event("error")
+            log.warning("limits of %s (%s) not refreshed: %s", group, accelerator.value, exc)
+            raise
+        self._store(key, _Entry(self._clock(), limits=limits))
+        return limits
+
+    async def _group_table(self) -> GroupTable:
+        cached = self._groups
+        if cached is not None:
+            now = self._clock()
+            if cached.failed and now - cached.checked_at < self._settings.negative_ttl:
+                return cached.table
+            if not cached.failed and now - cached.fetched_at < self._settings.ttl:
+                return cached.table
+            if cached.table and now - cached.fetched_at < self._settings.max_stale:
+                self._group_flight.run("groups", self._fetch_groups)
+                return cached.table
+        task = self._group_flight.run("groups", self._fetch_groups)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._deadline)
+        except TimeoutError:
+            return cached.table if cached is not None else {}
+
+    async def _fetch_groups(self) -> GroupTable:
+        previous = self._groups
+        try:
+            entries = await self._source.resource_groups()
+        except PlatformError as exc:
+            self._event("error")
+            log.warning("resource-group list unavailable: %s", exc)
+            now = self._clock()
+            if previous is not None and now - previous.fetched_at < self._settings.max_stale:
+                # Keep serving the last list (stale-if-error); retry after negative_ttl.
+                self._groups = _Groups(previous.fetched_at, now, previous.table, failed=True)
+            else:
+                self._groups = _Groups(now, now, {}, failed=True)
+            return self._groups.table
+        types: dict[str, set[AcceleratorType]] = {}
+        for entry in entries:
+            if entry.acceleratorType is not None:
+                types.setdefault(entry.resourceGroup, set()).add(entry.acceleratorType)
+        table = {g: frozenset(t) for g, t in types.items()}
+        now = self._clock()
+        self._groups = _Groups(now, now, table, failed=False)
+        return table
