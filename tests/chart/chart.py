@@ -91,6 +91,10 @@ class Rendered:
     def __init__(self, documents: Iterable[Mapping[str, Any] | None]) -> None:
         self.objects: list[dict[str, Any]] = [dict(d) for d in documents if d]
 
+    @property
+    def kinds(self) -> set[str]:
+        return {o["kind"] for o in self.objects}
+
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o["kind"] == kind]
 

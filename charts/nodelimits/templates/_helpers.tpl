@@ -67,6 +67,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the server runs in the cluster (no webhook.url): Deployment, Service and co. */}}
+{{- define "nodelimits.inCluster" -}}
+{{- if not .Values.webhook.url -}}true{{- end -}}
+{{- end -}}
+
 {{/* Secret names. */}}
 {{- define "nodelimits.tlsSecretName" -}}
 {{- printf "%s-tls" (include "nodelimits.fullname" .) -}}
