@@ -91,8 +91,8 @@ class _Model(BaseModel):
 class AcceleratorRule(_Model):
     """One row of the accelerator resource table.
 
-    ``pattern`` is an exact resource name, or a prefix ending in ``*``
-    (``nvidia.com/mig-*``). The most specific (longest) matching pattern wins.
+    ``pattern`` is a resource name or a glob (``fnmatch``: ``*``, ``?``, ``[0-9]``).
+    Rules are tried in order and the first match wins, so list specific rules first.
     """
 
     pattern: Annotated[str, Field(min_length=1)]
@@ -100,18 +100,26 @@ class AcceleratorRule(_Model):
     count: DeviceCount = DeviceCount.CARDS
 
 
+def _rule(pattern: str, type_: AcceleratorType, count: DeviceCount) -> AcceleratorRule:
+    return AcceleratorRule(pattern=pattern, type=type_, count=count)
+
+
+_GPU, _DCU, _MLU = AcceleratorType.GPU, AcceleratorType.DCU, AcceleratorType.MLU
+_CARDS, _VIRTUAL = DeviceCount.CARDS, DeviceCount.VIRTUAL
 DEFAULT_ACCELERATORS: tuple[AcceleratorRule, ...] = (
-    AcceleratorRule(pattern="nvidia.com/gpu", type=AcceleratorType.GPU),
-    AcceleratorRule(pattern="nvidia.com/*", type=AcceleratorType.GPU, count=DeviceCount.VIRTUAL),
-    AcceleratorRule(pattern="hygon.com/dcu", type=AcceleratorType.DCU),
-    AcceleratorRule(pattern="hygon.com/*", type=AcceleratorType.DCU, count=DeviceCount.VIRTUAL),
-    AcceleratorRule(pattern="cambricon.com/mlu", type=AcceleratorType.MLU),
-    # Per-model whole cards (cambricon.com/mlu370); shares and slices are matched below.
-    AcceleratorRule(pattern="cambricon.com/mlu*", type=AcceleratorType.MLU),
-    AcceleratorRule(
-        pattern="cambricon.com/mlu.*", type=AcceleratorType.MLU, count=DeviceCount.VIRTUAL
-    ),
-    AcceleratorRule(pattern="cambricon.com/*", type=AcceleratorType.MLU, count=DeviceCount.VIRTUAL),
+    _rule("nvidia.com/gpu", _GPU, _CARDS),
+    # MIG slices, time-sliced replicas (gpu.shared), HAMi gpumem/gpucores: not cards.
+    _rule("nvidia.com/*", _GPU, _VIRTUAL),
+    _rule("hygon.com/dcu", _DCU, _CARDS),
+    # dcu-share-*, dcu-mig-*, HAMi dcunum/dcumem/dcucores, hcu*: not cards.
+    _rule("hygon.com/*", _DCU, _VIRTUAL),
+    # Shares, MIM slices and sMLU fractions, also of per-model names (mlu370.smlu.vcore).
+    _rule("cambricon.com/*.smlu.*", _MLU, _VIRTUAL),
+    _rule("cambricon.com/*.share", _MLU, _VIRTUAL),
+    _rule("cambricon.com/*.mim-*", _MLU, _VIRTUAL),
+    _rule("cambricon.com/mlu", _MLU, _CARDS),
+    _rule("cambricon.com/mlu[0-9]*", _MLU, _CARDS),  # per-model whole cards: mlu370, mlu590
+    _rule("cambricon.com/*", _MLU, _VIRTUAL),  # vmlu, HAMi mlunum/mlumem
 )
 
 

@@ -15,6 +15,7 @@ Enforcement (deny / warn / audit) and failure handling are applied by the caller
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -108,22 +109,15 @@ class DeviceTable:
     _memo: dict[str, AcceleratorRule | None] = field(default_factory=dict, compare=False)
 
     def classify(self, resource: str) -> AcceleratorRule | None:
-        """The most specific rule for a resource name: exact, else the longest prefix."""
+        """The first rule whose pattern matches the resource name, or None."""
         try:
             return self._memo[resource]
         except KeyError:
             pass
-        best: AcceleratorRule | None = None
-        for rule in self.rules:
-            if rule.pattern == resource:
-                best = rule
-                break
-            prefix = rule.pattern.endswith("*") and resource.startswith(rule.pattern[:-1])
-            if prefix and (best is None or len(rule.pattern) > len(best.pattern)):
-                best = rule
+        found = next((r for r in self.rules if fnmatch.fnmatchcase(resource, r.pattern)), None)
         if len(self._memo) < 10_000:  # bounded: resource names come from user objects
-            self._memo[resource] = best
-        return best
+            self._memo[resource] = found
+        return found
 
 
 @functools.lru_cache(maxsize=16)
