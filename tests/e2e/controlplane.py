@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -593,7 +593,7 @@ def _get(
 
 
 class _Stop(Exception):
-    """Raised from the SIGTERM handler to unwind into `stop()`."""
+    """Raised from the SIGINT/SIGTERM handler to unwind into `stop()`."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -614,19 +614,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
+        # Once is enough: ignore further signals so a second Ctrl-C cannot cut stop() short
+        # (it is bounded by the stop timeout anyway).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Stop
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        bin_dir = args.bin_dir or find_bin_dir()
+        return _serve(args.bin_dir, args.port, args.start_timeout)
+    except _Stop:
+        print("\nstopped; processes ended and temporary files removed.", file=sys.stderr)
+        return 0
+
+
+def _serve(bin_dir: Path | None, port: int | None, start_timeout: float) -> int:
+    try:
+        bin_dir = bin_dir or find_bin_dir()
     except TestbinUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    plane = ControlPlane(bin_dir, start_timeout=args.start_timeout, apiserver_port=args.port)
     print(f"starting etcd and kube-apiserver from {bin_dir} ...", file=sys.stderr)
     try:
-        with plane:
+        with ControlPlane(bin_dir, start_timeout=start_timeout, apiserver_port=port) as plane:
             version = plane.kubectl("version", "-o", "yaml").stdout
             server = yaml.safe_load(version).get("serverVersion", {}).get("gitVersion", "?")
             print(
@@ -639,29 +653,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"stop with Ctrl-C (or kill {os.getpid()}); the directory is then removed.",
                 flush=True,
             )
-            for component in _watch(plane):
-                print(
-                    f"error: {component} exited unexpectedly; last log lines:\n"
-                    f"{plane.log_tail(component)}",
-                    file=sys.stderr,
-                )
-                return 1
-    except (KeyboardInterrupt, _Stop):
-        print("\nstopped; processes ended and temporary files removed.", file=sys.stderr)
-        return 0
+            component = _wait_for_exit(plane)
+            print(
+                f"error: {component} exited unexpectedly; last log lines:\n"
+                f"{plane.log_tail(component)}",
+                file=sys.stderr,
+            )
+            return 1
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
-def _watch(plane: ControlPlane) -> Iterator[str]:
-    """Block while both components run; yield the name of the first one that exits."""
+def _wait_for_exit(plane: ControlPlane) -> str:
+    """Block while both components run; return the name of the first one that exits."""
     while True:
         for name, component in (("etcd", plane._etcd), ("kube-apiserver", plane._apiserver)):
             if component is not None and component.exited():
-                yield name
-                return
+                return name
         time.sleep(1)
 
 
