@@ -10,18 +10,8 @@ Errors (re-exported here) are the hierarchy of :mod:`webhook.platform.errors`.
 
 from __future__ import annotations
 
-import contextlib
-import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from webhook.config import PlatformSettings, Settings
-from webhook.metrics import Metrics
-from webhook.platform.auth import build_token_provider
-from webhook.platform.cache import CachedLimits, LimitsCache, LimitsSource
-from webhook.platform.client import PlatformClient
 from webhook.platform.errors import (
     MalformedResponse,
     PlatformAuthError,
@@ -30,7 +20,10 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
-from webhook.platform.static import StaticLimits
+
+if TYPE_CHECKING:
+    from webhook.platform.cache import CachedLimits, LimitsCache
+    from webhook.platform.factory import build_http_client, build_limits_cache
 
 __all__ = [
     "CachedLimits",
@@ -45,58 +38,19 @@ __all__ = [
     "build_limits_cache",
 ]
 
-
-def _verify(settings: PlatformSettings) -> ssl.SSLContext | bool:
-    if not settings.verify_tls:
-        return False
-    if settings.ca_bundle is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
-    return True
-
-
-def build_http_client(settings: PlatformSettings) -> httpx.AsyncClient:
-    """The one pooled HTTP/1.1 keep-alive client for every platform call."""
-    return httpx.AsyncClient(
-        verify=_verify(settings),
-        timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        ),
-        # Proxies come from settings only: a stray HTTPS_PROXY in a webhook pod would
-        # silently reroute admission traffic.
-        trust_env=False,
-        follow_redirects=False,
-    )
+# webhook.config imports webhook.platform.models, so this package must not import
+# config-dependent modules eagerly: they are loaded on first use (PEP 562).
+_LAZY = {
+    "CachedLimits": "webhook.platform.cache",
+    "LimitsCache": "webhook.platform.cache",
+    "build_http_client": "webhook.platform.factory",
+    "build_limits_cache": "webhook.platform.factory",
+}
 
 
-@contextlib.asynccontextmanager
-async def build_limits_cache(
-    settings: Settings,
-    metrics: Metrics,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[LimitsCache]:
-    """A :class:`LimitsCache` over the live API, or over ``platform.limits_file`` when set.
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-    Everything built here (HTTP pool, token provider, cache tasks) is closed on exit.
-    Raises :class:`~webhook.platform.static.LimitsFileError` for a bad limits file.
-    """
-    p = settings.platform
-    if p.limits_file is not None:
-        source: LimitsSource = StaticLimits.from_path(p.limits_file)
-        cache = LimitsCache(source, settings.cache, metrics, deadline=p.deadline, clock=clock)
-        try:
-            yield cache
-        finally:
-            await cache.aclose()
-        return
-    async with build_http_client(p) as http:
-        tokens = build_token_provider(p, http, metrics)
-        client = PlatformClient(http, p, tokens, metrics)
-        cache = LimitsCache(client, settings.cache, metrics, deadline=p.deadline, clock=clock)
-        try:
-            yield cache
-        finally:
-            await cache.aclose()
-            await tokens.aclose()
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
