@@ -19,12 +19,33 @@ bin="$cache_root/$key"
 
 log() { printf '[testbin %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+all_built() {
+  local name
+  for name in etcd kubectl helm kube-apiserver; do [ -x "$bin/$name" ] || return 1; done
+}
+
+# Cached binaries need no Go: a machine that has them (e.g. a restored CI cache) just uses them.
+if all_built; then
+  log "all binaries cached in $bin"
+  echo "$bin"
+  exit 0
+fi
+
 if ! command -v go >/dev/null 2>&1; then
   log "Go is not installed: get it from https://go.dev/dl/ (Go >= 1.26) and put 'go' on PATH"
   exit 3
 fi
 
 mkdir -p "$bin"
+# One build at a time per cache directory: concurrent test runs wait here, then find the
+# binaries built. (flock is util-linux; without it, concurrent first builds just duplicate work.)
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$bin/.lock"
+  if ! flock -n 9; then
+    log "another build is running in $bin; waiting for it"
+    flock 9
+  fi
+fi
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
@@ -37,8 +58,8 @@ build() {  # build NAME MODULE_DIR PACKAGE LDFLAGS
   fi
   log "$name: building $pkg (first build on a 2-core machine takes minutes)"
   t0=$(date +%s)
-  (cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"   # atomic: a killed build never leaves a half binary
+  (cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$bin/$name.tmp.$$" "$pkg")
+  mv "$bin/$name.tmp.$$" "$bin/$name"   # atomic: a killed build never leaves a half binary
   log "$name: built in $(( $(date +%s) - t0 )) s, $(du -h "$bin/$name" | cut -f1)"
 }
 
