@@ -174,3 +174,126 @@ def live_limits(settings: Settings) -> AbstractAsyncContextManager[LimitsProvide
 
 # --- limits, simulate -------------------------------------------------------------------
 # (platform issue)
+
+
+@main.command("limits")
+@click.argument("group", required=False)
+@click.option(
+    "--accelerator-type",
+    "-t",
+    "accelerator",
+    type=click.Choice(["gpu", "dcu", "mlu", "cpu"], case_sensitive=False),
+    help="Type to look up (default: the group's configured or offered types).",
+)
+@click.option("--all", "all_groups", is_flag=True, help="Every group the platform offers.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "yaml", "json"]),
+    default="table",
+    show_default=True,
+    help="yaml/json are the limits-file format (usable as --limits-file).",
+)
+@config_option
+def limits(
+    group: str | None, accelerator: str | None, all_groups: bool, output: str, config: Path | None
+) -> None:
+    """Print the per-node limits of GROUP, or of every group with --all.
+
+    \b
+    Examples:
+      nodelimits limits TeslaM40
+      nodelimits limits kshdtest --accelerator-type dcu -o json
+      nodelimits limits --all -o yaml > limits.yaml
+    """
+    import asyncio
+
+    from webhook.metrics import Metrics
+    from webhook.platform import build_limits_cache, snapshot
+    from webhook.platform.errors import PlatformError
+    from webhook.platform.models import AcceleratorType
+    from webhook.platform.static import LimitsFileError
+
+    if (group is None) != all_groups:
+        fail("give either a GROUP or --all")
+    settings = settings_from(config)
+    wanted = AcceleratorType.parse(accelerator) if accelerator else None
+
+    async def run() -> snapshot.Snapshot:
+        async with build_limits_cache(settings, Metrics()) as cache:
+            return await snapshot.take(cache, settings.policy, group=group, accelerator=wanted)
+
+    try:
+        taken = asyncio.run(run())
+    except LimitsFileError as exc:
+        fail(str(exc).replace("\n", "\nerror: "))
+    except PlatformError as exc:
+        fail(f"platform: {exc}")
+    memory_unit = settings.policy.memory_unit
+    click.echo(snapshot.render(taken.limits, output, memory_unit=memory_unit), nl=False)
+    for line in taken.problems:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(EXIT_ERROR if taken.problems else EXIT_OK)
+
+
+@main.command("simulate")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Groups (limits-file format) plus optional accounts, clusters and faults.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=65106,
+    show_default=True,
+    help="0: any free port (the listening line tells which).",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
+def simulate(
+    config: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    """Serve a simulated SCNet / Sugon AC Open API, with fault injection, until stopped.
+
+    Prints "simulator listening on http(s)://HOST:PORT" when ready. At run time,
+    POST /_simulator/faults injects faults and GET /_simulator/stats counts requests.
+
+    \b
+    Examples:
+      nodelimits simulate --config groups.yaml --port 0
+      NODELIMITS_PLATFORM__BASE_URL=http://127.0.0.1:65106 nodelimits limits TeslaM40
+    """
+    import asyncio
+    import ssl
+
+    from webhook import simulator
+
+    try:
+        simulator_config = simulator.load_simulator_config(config)
+    except simulator.SimulatorConfigError as exc:
+        fail(str(exc).replace("\n", "\nerror: "))
+    context = None
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_key is not None:
+        try:
+            context = simulator.server_ssl_context(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            fail(f"cannot load the TLS certificate or key: {exc}")
+
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()  # tests wait for this line through a pipe
+
+    try:
+        asyncio.run(
+            simulator.serve(
+                simulator_config, host=host, port=port, ssl_context=context, announce=announce
+            )
+        )
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

@@ -64,6 +64,7 @@ import itertools
 import json
 import random
 import secrets
+import signal
 import ssl
 import time
 from collections import Counter
@@ -92,6 +93,8 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorConfigError",
     "load_simulator_config",
+    "serve",
+    "server_ssl_context",
 ]
 
 TOKEN_STATE_PATH = "/ac/openapi/v2/tokens/state"
@@ -664,6 +667,13 @@ class Simulator:
         return web.json_response({"groups": len(self._groups)})
 
 
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS server context from PEM files (raises ``OSError``/``ssl.SSLError``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def serve(
     config: SimulatorConfig,
     *,
@@ -671,9 +681,12 @@ async def serve(
     port: int,
     ssl_context: ssl.SSLContext | None,
     announce: Callable[[str], None],
-    stop: asyncio.Event,
 ) -> None:
-    """Run until ``stop`` is set; ``announce`` gets the one "listening" line."""
+    """Run until SIGINT or SIGTERM; ``announce`` gets the one "listening" line."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     simulator = Simulator(config)
     url = await simulator.start(host, port, ssl_context)
     announce(f"simulator listening on {url}")

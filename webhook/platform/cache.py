@@ -94,6 +94,15 @@ def _raise_again(error: UnknownResourceGroup) -> UnknownResourceGroup:
     )
 
 
+def _table(entries: Sequence[GroupEntry]) -> GroupTable:
+    types: dict[str, set[AcceleratorType]] = {}
+    for entry in entries:
+        offered = types.setdefault(entry.resourceGroup, set())
+        if entry.acceleratorType is not None:
+            offered.add(entry.acceleratorType)
+    return {group: frozenset(offered) for group, offered in types.items()}
+
+
 class LimitsCache:
     """The limits the admission path uses; see the module docstring for the semantics."""
 
@@ -167,6 +176,14 @@ class LimitsCache:
         """
         return (await self._group_table()).get(group, frozenset())
 
+    async def offered_groups(self) -> GroupTable:
+        """Every group the source offers, with its types (empty: not said), fetched now.
+
+        Uncached and raising :class:`PlatformError`: for ``nodelimits limits --all``, not
+        for the admission path.
+        """
+        return _table(await self._source.resource_groups())
+
     async def aclose(self) -> None:
         """Cancel every fetch and refresh; the cache serves nothing new afterwards."""
         await self._flights.aclose()
@@ -237,11 +254,7 @@ class LimitsCache:
             else:
                 self._groups = _Groups(now, now, {}, failed=True)
             return self._groups.table
-        types: dict[str, set[AcceleratorType]] = {}
-        for entry in entries:
-            if entry.acceleratorType is not None:
-                types.setdefault(entry.resourceGroup, set()).add(entry.acceleratorType)
-        table = {g: frozenset(t) for g, t in types.items()}
+        table = _table(entries)
         now = self._clock()
         self._groups = _Groups(now, now, table, failed=False)
         return table

@@ -123,21 +123,29 @@ def translate(
 ) -> PlatformError:
     """The one mapping from what happened to the error the caller sees.
 
-    Exactly one of ``status`` (a non-2xx answer), ``envelope`` (a 2xx answer whose
-    ``code`` is not "0") or ``exc`` (transport error, timeout, unparseable body) is given.
+    ``status`` is given for a non-2xx answer (with its ``envelope`` if the body was one),
+    ``envelope`` alone for a 2xx answer whose ``code`` is not "0", ``exc`` for a
+    transport error, a timeout or an unparseable body.
     """
     ep, rg = call.endpoint, call.resource_group
+    if status is not None:
+        # The HTTP status decides; an envelope in the error body only adds its words.
+        text = f"platform {ep}: HTTP {status}"
+        if envelope is not None:
+            text += f", code {envelope.code}" + (f": {envelope.msg}" if envelope.msg else "")
+        if status in (401, 403):
+            return PlatformAuthError(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
+        if status >= 500 or status in (408, 429):
+            return PlatformUnavailable(text, endpoint=ep, resource_group=rg)
+        return PlatformRejected(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
     if envelope is not None:
         code, msg = envelope.code, envelope.msg
         known = ErrorCode.lookup(code)
         meaning = known.meaning if known else "unknown platform error"
-        text = f"platform {call.endpoint}: code {code} ({meaning})"
-        if msg:
-            text += f": {msg}"
-        if known is ErrorCode.INVALID_PARAMETERS and call.resource_group is not None:
+        text = f"platform {ep}: code {code} ({meaning})" + (f": {msg}" if msg else "")
+        if known is ErrorCode.INVALID_PARAMETERS and rg is not None:
             text = (
-                f'resource group "{call.resource_group}" is unknown to the platform '
-                f"(code {code}: {msg or meaning})"
+                f'resource group "{rg}" is unknown to the platform (code {code}: {msg or meaning})'
             )
             return UnknownResourceGroup(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
         if known in _AUTH_CODES:
@@ -145,13 +153,6 @@ def translate(
         if known in _TRANSIENT_CODES:
             return PlatformUnavailable(text, endpoint=ep, resource_group=rg)
         return PlatformRejected(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
-    if status is not None:
-        text = f"platform {call.endpoint}: HTTP {status}"
-        if status in (401, 403):
-            return PlatformAuthError(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
-        if status >= 500 or status in (408, 429):
-            return PlatformUnavailable(text, endpoint=ep, resource_group=rg)
-        return PlatformRejected(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return PlatformUnavailable(
             f"platform {call.endpoint}: timed out", endpoint=ep, resource_group=rg
@@ -171,6 +172,13 @@ def translate(
 def _envelope(response: httpx.Response) -> Envelope:
     body = json.loads(response.content)
     return Envelope.model_validate(body, strict=True)
+
+
+def _maybe_envelope(response: httpx.Response) -> Envelope | None:
+    try:
+        return _envelope(response)
+    except (ValueError, ValidationError):
+        return None  # error pages are often HTML: the status alone has to do
 
 
 async def call(
@@ -196,7 +204,9 @@ async def call(
             raise translate(request, exc=exc) from exc
         if not response.is_success:
             outcome, code = "http_error", f"http_{response.status_code}"
-            raise translate(request, status=response.status_code)
+            raise translate(
+                request, status=response.status_code, envelope=_maybe_envelope(response)
+            )
         try:
             envelope = _envelope(response)
         except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
