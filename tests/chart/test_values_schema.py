@@ -26,6 +26,7 @@ CHART_MANAGED = {
     "platform.password": "a secret: credentials.password",
     "platform.org_id": "a secret: credentials.orgId",
     "server.manage_webhook_url": "development only; the chart owns the webhook configuration",
+    "server.ca_file": "development only: the caBundle of a kopf-managed configuration",
 }
 """Settings fields deliberately not under `config:`, and where they come from instead."""
 
@@ -240,6 +241,11 @@ def test_schema_rejects_bad_values_naming_the_key(
             {"certificates": {"builtin": {"caValidityDays": 365}}},
             "caValidityDays (365) must exceed certValidityDays + renewBeforeDays (425)",
             id="ca-not-longer-than-leaf",
+        ),
+        pytest.param(
+            {"terminationGracePeriodSeconds": 2},
+            "terminationGracePeriodSeconds (2) must exceed config.server.shutdown_delay (2)",
+            id="grace-not-above-shutdown-delay",
         ),
     ],
 )

@@ -114,6 +114,9 @@ the schema cannot: credentials present for the token source, cert and key side b
 {{- if ge (float64 $platform.deadline) (float64 $cfg.admission.timeout_seconds) -}}
 {{- fail (printf "config.platform.deadline (%v) must be below config.admission.timeout_seconds (%v)" $platform.deadline $cfg.admission.timeout_seconds) -}}
 {{- end -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 $cfg.server.shutdown_delay) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.server.shutdown_delay (%v)" .Values.terminationGracePeriodSeconds $cfg.server.shutdown_delay) -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
