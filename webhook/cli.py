@@ -7,10 +7,12 @@ Errors are printed as ``error: <message>``, never as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -30,9 +32,9 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-def settings_from(config: Path | None) -> Settings:
+def settings_from(config: Path | None, **overrides: Any) -> Settings:
     try:
-        return load_settings(config)
+        return load_settings(config, **overrides)
     except ConfigError as exc:
         for line in exc.problems:
             click.echo(f"error: {line}", err=True)
@@ -170,6 +172,65 @@ def live_limits(settings: Settings) -> AbstractAsyncContextManager[LimitsProvide
 
 
 # --- serve ------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@config_option
+@click.option("--port", type=int, help="Webhook TLS port (default 9443; server.port).")
+@click.option("--metrics-port", type=int, help="Metrics and probes port (default 8080).")
+@click.option(
+    "--dev-webhook-url",
+    metavar="URL",
+    help="Development only: let kopf register a webhook configuration pointing at URL "
+    "(e.g. https://127.0.0.1:9443). In production the Helm chart owns it.",
+)
+def serve(
+    config: Path | None,
+    port: int | None,
+    metrics_port: int | None,
+    dev_webhook_url: str | None,
+) -> None:
+    """Run the admission webhook (kopf, admission-only, no RBAC beyond discovery).
+
+    Serves /pods, /pods-resize, /jobs, /cronjobs, /deployments, /statefulsets,
+    /daemonsets and /replicasets over TLS, and /metrics, /healthz, /readyz over HTTP.
+    Reads settings from --config and NODELIMITS_* variables; logs one JSON line per review.
+    """
+    import asyncio
+
+    from webhook.platform.static import LimitsFileError
+    from webhook.server import configure_logging
+    from webhook.server import serve as run_server
+
+    server: dict[str, object] = {}
+    if port is not None:
+        server["port"] = port
+    if metrics_port is not None:
+        server["metrics_port"] = metrics_port
+    if dev_webhook_url is not None:
+        server["manage_webhook_url"] = dev_webhook_url
+    settings = settings_from(config, server=server) if server else settings_from(config)
+    configure_logging(settings)
+    for path in (settings.server.cert_file, settings.server.key_file):
+        if not path.is_file():
+            fail(f"serving certificate file not found: {path} (server.cert_file/key_file)")
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_server(settings))
+    except LimitsFileError as exc:
+        fail(str(exc).splitlines()[0])
+    except OSError as exc:
+        fail(f"cannot serve: {exc}")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 # (admission issue)
 
 # --- limits, simulate -------------------------------------------------------------------

@@ -222,10 +222,12 @@ class ServerSettings(_Model):
     """Seconds between checks of the cert files for rotation."""
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
-    """AdmissionReview bodies above this get HTTP 413 (UPDATEs carry two objects)."""
+    shutdown_delay: Annotated[float, Field(ge=0, le=60)] = 2.0
+    """Seconds to keep serving after SIGTERM while endpoints drop the pod (not ready)."""
     manage_webhook_url: str | None = None
     """Development only: let kopf create a webhook configuration pointing at this URL."""
+    ca_file: Path | None = None
+    """Development only: CA bundle put into the kopf-managed configuration's caBundle."""
 
 
 class AdmissionSettings(_Model):

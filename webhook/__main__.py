@@ -1,0 +1,5 @@
+"""``python -m webhook`` is ``nodelimits``."""
+
+from webhook.cli import main
+
+main()

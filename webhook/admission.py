@@ -1,0 +1,374 @@
+"""The kopf validating handlers: one per kind, each doing every check in one pass.
+
+Thin over the core: a handler reads the AdmissionReview's object, runs
+:func:`webhook.review.review`, then applies the enforcement mode (deny / warn / audit)
+and the failure mode (closed / open). Every path sets one :class:`Outcome`, recorded once
+in ``finally`` as a metric and one structured decision log line.
+
+kopf traps this module guards against (see reference/kopf.md):
+
+* a request to an unknown path runs no handler and is ALLOWED: the paths are the ids in
+  :data:`HANDLERS`, the one table the Helm chart's webhook configuration mirrors;
+* ``operations=`` is not enforced in-process: each handler checks ``operation`` itself;
+* kopf keeps a memo per object UID for non-CREATE requests forever: :class:`EphemeralMemories`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kopf._core.reactor.inventory import ResourceMemories
+
+from webhook import workloads
+from webhook.config import EnforcementMode, FailureMode, Settings
+from webhook.metrics import LogKey, Metrics
+from webhook.platform.errors import (
+    MalformedResponse,
+    PlatformAuthError,
+    PlatformRejected,
+    PlatformUnavailable,
+)
+from webhook.platform.models import ErrorCode
+from webhook.resources import InvalidQuantity
+from webhook.review import LimitsProvider, review
+
+__all__ = [
+    "HANDLERS",
+    "Admission",
+    "EphemeralMemories",
+    "HandlerSpec",
+    "Outcome",
+    "register",
+]
+
+DECISION_LOGGER = "nodelimits.decision"
+Verdict = tuple["Outcome", kopf.AdmissionError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One webhook: the resource it validates, its URL path, what it accepts."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    id: str
+    operations: frozenset[str]
+    subresource: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/{self.id}"
+
+    def accepts(self, operation: str | None, subresource: str | None) -> bool:
+        return operation in self.operations and subresource == self.subresource
+
+
+_CU = frozenset({"CREATE", "UPDATE"})
+HANDLERS: tuple[HandlerSpec, ...] = (
+    HandlerSpec("Pod", "", "v1", "pods", "pods", frozenset({"CREATE"})),
+    # In-place resize must not bypass the check (KEP-1287: UPDATE of pods/resize).
+    HandlerSpec("Pod", "", "v1", "pods", "pods-resize", frozenset({"UPDATE"}), "resize"),
+    HandlerSpec("Job", "batch", "v1", "jobs", "jobs", _CU),
+    HandlerSpec("CronJob", "batch", "v1", "cronjobs", "cronjobs", _CU),
+    HandlerSpec("Deployment", "apps", "v1", "deployments", "deployments", _CU),
+    HandlerSpec("StatefulSet", "apps", "v1", "statefulsets", "statefulsets", _CU),
+    HandlerSpec("DaemonSet", "apps", "v1", "daemonsets", "daemonsets", _CU),
+    HandlerSpec("ReplicaSet", "apps", "v1", "replicasets", "replicasets", _CU),
+)
+"""Every webhook nodelimits serves. The chart's configuration must use exactly these paths."""
+
+
+class Outcome(enum.StrEnum):
+    ALLOW = "allow"  # checked and fits
+    DENY = "deny"  # checked and rejected (or refused: unknown group, account refused)
+    WARN = "warn"  # rejected by policy, allowed because mode=warn
+    AUDIT = "audit"  # rejected by policy, allowed silently because mode=audit
+    SKIP = "skip"  # not checked: no annotation, operation not ours, unchanged on UPDATE
+    ERROR = "error"  # could not decide; denied (fail closed)
+    FAIL_OPEN = "fail_open"  # could not decide; allowed because failureMode=open
+
+
+class EphemeralMemories(ResourceMemories):
+    """kopf's memories, but never retained: an admission-only process never watches, so
+    nothing would ever free the per-UID memo kopf keeps for each UPDATE (a slow leak)."""
+
+    async def recall_memo(
+        self, raw_body: Any, *, memobase: Any = None, ephemeral: bool = False
+    ) -> Any:
+        return await super().recall_memo(raw_body, memobase=memobase, ephemeral=True)
+
+
+def _relevant(obj: Mapping[str, Any]) -> tuple[object, ...] | None:
+    """What an UPDATE must change for the verdict to change."""
+    try:
+        w = workloads.workload_of(obj)
+    except workloads.InvalidObject:
+        return None
+    if isinstance(w, workloads.Skipped):
+        return None
+    return (
+        w.pod_spec,
+        w.annotations,
+        w.fallback_annotations,
+        w.active_deadline_seconds,
+        w.parallelism,
+    )
+
+
+@dataclass
+class Admission:
+    """The handlers' collaborators, passed in; one instance per process."""
+
+    settings: Settings
+    provider: LimitsProvider
+    metrics: Metrics
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger(DECISION_LOGGER))
+    clock: Callable[[], float] = time.perf_counter
+    in_flight: int = 0
+
+    @property
+    def budget(self) -> float:
+        """Seconds one decision may take: safely inside the webhook's timeoutSeconds."""
+        timeout = self.settings.admission.timeout_seconds
+        return max(self.settings.platform.deadline, timeout * 0.8 - 0.25)
+
+    async def handle(
+        self,
+        webhook: HandlerSpec,
+        /,
+        *,
+        body: Mapping[str, Any],
+        old: Mapping[str, Any] | None,
+        operation: str | None,
+        subresource: str | None,
+        dryrun: bool,
+        warnings: list[str],
+        uid: str | None = None,
+        **_: Any,
+    ) -> None:
+        spec = webhook  # kopf's own kwargs include `spec` (the object's spec)
+        started = self.clock()
+        self.in_flight += 1
+        outcome = Outcome.SKIP
+        log: dict[str, Any] = {
+            LogKey.UID: uid,
+            LogKey.KIND: spec.kind,
+            LogKey.OPERATION: operation,
+            LogKey.DRY_RUN: dryrun,
+        }
+        try:
+            outcome, denial = await self._decide(
+                spec, body, old, operation, subresource, warnings, log
+            )
+        except Exception as exc:  # fail closed on our own bugs: deny, count, keep serving
+            outcome = Outcome.ERROR
+            self.metrics.admission_errors.labels(reason="internal").inc()
+            self.logger.exception("internal error in admission handler %s", spec.id)
+            raise kopf.AdmissionError(
+                f"nodelimits: internal error while checking {spec.kind} "
+                f"{log.get(LogKey.NAMESPACE, '')}/{log.get(LogKey.NAME, '')} "
+                f"({type(exc).__name__}); denied because nodelimits fails closed",
+                code=500,
+            ) from None
+        finally:
+            self.in_flight -= 1
+            self._record(spec, outcome, dryrun, operation, started, log)
+        if denial is not None:
+            raise denial
+
+    async def _decide(
+        self,
+        spec: HandlerSpec,
+        body: Mapping[str, Any],
+        old: Mapping[str, Any] | None,
+        operation: str | None,
+        subresource: str | None,
+        warnings: list[str],
+        log: dict[str, Any],
+    ) -> Verdict:
+        meta = body.get("metadata")
+        if isinstance(meta, Mapping):
+            log[LogKey.NAMESPACE] = meta.get("namespace") or ""
+            log[LogKey.NAME] = meta.get("name") or meta.get("generateName") or ""
+        if not spec.accepts(operation, subresource):
+            log[LogKey.ERROR] = f"operation {operation} {subresource or ''} not checked".strip()
+            return Outcome.SKIP, None
+        if operation == "UPDATE" and spec.subresource is None and old is not None:
+            before = _relevant(old)
+            if before is not None and before == _relevant(body):
+                log[LogKey.ERROR] = "unchanged pods"
+                return Outcome.SKIP, None
+
+        admission = self.settings.admission
+        subject = f"{spec.kind} {_display(log)}"
+        try:
+            async with asyncio.timeout(self.budget):
+                reviewed = await review(body, self.settings.policy, self.provider)
+        except (workloads.InvalidObject, InvalidQuantity) as exc:
+            log[LogKey.ERROR] = str(exc)
+            self.metrics.admission_errors.labels(reason="invalid_object").inc()
+            return Outcome.DENY, kopf.AdmissionError(
+                f"nodelimits: {subject} is invalid: {exc}", code=400
+            )
+        except PlatformAuthError as exc:
+            return self._refused(subject, exc, log)
+        except PlatformRejected as exc:
+            # 10003 and unknown codes: our request is wrong (a bug or misconfiguration).
+            return self._refused(subject, exc, log)
+        except (PlatformUnavailable, MalformedResponse, TimeoutError) as exc:
+            return self._unavailable(subject, exc, warnings, log)
+
+        decision = reviewed.decision
+        log[LogKey.GROUP] = decision.group
+        log[LogKey.ACCELERATOR] = decision.accelerator.value if decision.accelerator else None
+        log[LogKey.VIOLATIONS] = [v.message for v in decision.violations]
+        log[LogKey.WARNINGS] = list(decision.warnings)
+        log[LogKey.LIMITS_SOURCE] = "stale" if reviewed.stale else "fresh"
+        if decision.skipped is not None:
+            log[LogKey.ERROR] = decision.skipped
+            return Outcome.SKIP, None
+        for violation in decision.violations:
+            self.metrics.violations.labels(resource=_metric_resource(violation.resource)).inc()
+        if admission.mode is EnforcementMode.AUDIT:
+            return (Outcome.ALLOW if decision.allowed else Outcome.AUDIT), None
+        warnings.extend(decision.warnings)
+        if decision.allowed:
+            return Outcome.ALLOW, None
+        if admission.mode is EnforcementMode.WARN:
+            warnings.append(decision.message)
+            return Outcome.WARN, None
+        return Outcome.DENY, kopf.AdmissionError(decision.message, code=403)
+
+    def _refused(self, subject: str, exc: PlatformRejected, log: dict[str, Any]) -> Verdict:
+        known = ErrorCode.lookup(exc.code)
+        meaning = known.meaning if known else "unexpected platform error"
+        log[LogKey.ERROR] = f"platform {exc.code}: {meaning}"
+        self.metrics.admission_errors.labels(reason=_metric_code(exc.code)).inc()
+        who = (
+            "the platform refused nodelimits' account"
+            if isinstance(exc, PlatformAuthError)
+            else "the platform rejected nodelimits' request"
+        )
+        return Outcome.ERROR, kopf.AdmissionError(
+            f"nodelimits: cannot check {subject}{_group_of(log, exc)}: {who} "
+            f"({exc.code}: {meaning}); ask the cluster operators to check nodelimits' "
+            "platform credentials",
+            code=403 if isinstance(exc, PlatformAuthError) else 500,
+        )
+
+    def _unavailable(
+        self, subject: str, exc: Exception, warnings: list[str], log: dict[str, Any]
+    ) -> Verdict:
+        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        detail = str(exc) or "no answer within the decision budget"
+        log[LogKey.ERROR] = f"platform unavailable: {detail}"
+        group = _group_of(log, exc)
+        if self.settings.admission.failure_mode is FailureMode.OPEN:
+            self.metrics.fail_open.labels(reason=_metric_reason(reason)).inc()
+            warnings.append(
+                f"nodelimits: {subject}{group} was not checked: the platform API is "
+                f"unavailable ({detail}); allowed because failureMode is open"
+            )
+            return Outcome.FAIL_OPEN, None
+        self.metrics.admission_errors.labels(reason=_metric_reason(reason)).inc()
+        return Outcome.ERROR, kopf.AdmissionError(
+            f"nodelimits: cannot check {subject}{group}: the platform API is unavailable "
+            f"({detail}) and no recent limits are cached; denied because failureMode is "
+            "closed, try again later",
+            code=503,
+        )
+
+    def _record(
+        self,
+        spec: HandlerSpec,
+        outcome: Outcome,
+        dryrun: bool,
+        operation: str | None,
+        started: float,
+        log: dict[str, Any],
+    ) -> None:
+        elapsed = self.clock() - started
+        mode = self.settings.admission.mode.value
+        self.metrics.admission_requests.labels(
+            kind=spec.kind,
+            operation=operation if operation in ("CREATE", "UPDATE") else "other",
+            decision=outcome.value,
+            dry_run="true" if dryrun else "false",
+            mode=mode,
+        ).inc()
+        self.metrics.admission_duration.labels(kind=spec.kind).observe(elapsed)
+        log[LogKey.VERDICT] = outcome.value
+        log[LogKey.DURATION_MS] = round(elapsed * 1000, 3)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("admission decision", extra={"decision": log})
+
+
+def _display(log: Mapping[str, Any]) -> str:
+    ns, name = log.get(LogKey.NAMESPACE) or "", log.get(LogKey.NAME) or "<unnamed>"
+    return f"{ns}/{name}" if ns else name
+
+
+def _group_of(log: Mapping[str, Any], exc: Exception) -> str:
+    group = getattr(exc, "resource_group", None) or log.get(LogKey.GROUP)
+    return f' against resource group "{group}"' if group else ""
+
+
+_KNOWN_RESOURCES = {"cpu", "memory", "activeDeadlineSeconds", "acceleratorType", "resourceGroup"}
+
+
+def _metric_resource(resource: str) -> str:
+    # Label values must be a closed set: card resource names come from user objects.
+    return resource if resource in _KNOWN_RESOURCES else "cards"
+
+
+def _metric_code(code: str) -> str:
+    known = ErrorCode.lookup(code)
+    return f"platform_{known.value}" if known else "platform_other"
+
+
+def _metric_reason(reason: str) -> str:
+    return {
+        "timeout": "timeout",
+        "PlatformUnavailable": "unavailable",
+        "MalformedResponse": "malformed",
+    }.get(reason, "unavailable")
+
+
+HandlerFn = Callable[..., Awaitable[None]]
+
+
+def register(registry: kopf.OperatorRegistry, admission: Admission) -> list[HandlerSpec]:
+    """Register one kopf validating handler per enabled kind; returns what was registered."""
+    enabled = set(admission.settings.admission.kinds)
+    registered: list[HandlerSpec] = []
+    for spec in HANDLERS:
+        if spec.kind not in enabled:
+            continue
+        kopf.on.validate(
+            spec.group,
+            spec.version,
+            spec.plural,
+            id=spec.id,
+            operations=set(spec.operations),  # type: ignore[arg-type]
+            subresource=spec.subresource,
+            registry=registry,
+        )(_handler(admission, spec))
+        registered.append(spec)
+    return registered
+
+
+def _handler(admission: Admission, spec: HandlerSpec) -> HandlerFn:
+    async def handler(**kwargs: Any) -> None:
+        await admission.handle(spec, **kwargs)
+
+    handler.__qualname__ = handler.__name__ = f"validate_{spec.id.replace('-', '_')}"
+    return handler

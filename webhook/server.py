@@ -1,0 +1,231 @@
+"""The ``nodelimits serve`` process: kopf in admission-only mode, probes and metrics.
+
+* TLS webhook listener (kopf's ``WebhookServer``), which re-reads rotated cert files;
+* metrics and probes on a second, plain listener: ``/metrics``, ``/healthz``, ``/readyz``
+  (ready once the TLS listener serves; never tied to the platform being up);
+* kopf runs ``--standalone`` with scanning disabled and no managed webhook configuration,
+  so it needs no RBAC beyond API discovery; the Helm chart owns the configuration;
+* on SIGTERM: report not-ready, keep serving for ``shutdown_delay`` (endpoints take a
+  moment to drop the pod), let in-flight reviews finish, then stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp.web
+import kopf
+from kopf._core.engines.admission import WebhookError
+from kopf._core.intents.registries import SmartOperatorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import HANDLERS, Admission, EphemeralMemories, register
+from webhook.config import Settings
+from webhook.metrics import Metrics
+from webhook.platform import build_limits_cache
+
+__all__ = ["NodelimitsWebhookServer", "Probes", "serve"]
+
+log = logging.getLogger("nodelimits.server")
+
+
+def _check_review(request: object, webhook: str | None, known: frozenset[str]) -> None:
+    """Reject what kopf would answer with a 500 or, worse, a silent allow."""
+    if webhook not in known:
+        # kopf runs no handler for an unknown path and ALLOWS: make it loud instead.
+        raise WebhookError(f"unknown webhook path /{webhook or ''}; served: {sorted(known)}")
+    if not isinstance(request, Mapping) or not isinstance(request.get("request"), Mapping):
+        raise WebhookError("not an AdmissionReview: no request object")
+    body = request["request"]
+    resource = body.get("resource")
+    if not isinstance(resource, Mapping) or not all(
+        isinstance(resource.get(k), str) for k in ("group", "version", "resource")
+    ):
+        raise WebhookError("AdmissionReview request.resource must have group/version/resource")
+    if not isinstance(body.get("uid"), str):
+        raise WebhookError("AdmissionReview request.uid must be a string")
+    for key in ("object", "oldObject"):
+        if body.get(key) is not None and not isinstance(body[key], Mapping):
+            raise WebhookError(f"AdmissionReview request.{key} must be an object")
+
+
+@dataclass
+class ServingState:
+    """What probes and shutdown need to know about the webhook listener."""
+
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+    draining: bool = False
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class NodelimitsWebhookServer(kopf.WebhookServer):
+    """kopf's TLS server, plus: readiness, reload counting, in-flight tracking, and a
+    400 for malformed reviews and unknown paths instead of a 500 or a silent allow."""
+
+    def __init__(
+        self, *, state: ServingState, metrics: Metrics, known_ids: frozenset[str], **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.state = state
+        self.metrics = metrics
+        self.known_ids = known_ids
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        state, known = self.state, self.known_ids
+
+        async def guarded(request: Any, *, webhook: str | None = None, **kw: Any) -> Any:
+            state.in_flight += 1
+            state.idle.clear()
+            try:
+                _check_review(request, webhook, known)
+                return await fn(request, webhook=webhook, **kw)
+            finally:
+                state.in_flight -= 1
+                if state.in_flight == 0:
+                    state.idle.set()
+
+        first = True
+        async for client_config in super().__call__(guarded):
+            if not first:
+                self.metrics.cert_reloads.inc()
+                log.info("serving certificate files changed: reloaded")
+            first = False
+            state.listening.set()
+            yield client_config
+
+
+@dataclass
+class Probes:
+    """The plain-HTTP listener for /metrics, /healthz and /readyz."""
+
+    metrics: Metrics
+    state: ServingState
+
+    def app(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application()
+        app.add_routes(
+            [
+                aiohttp.web.get("/metrics", self._metrics),
+                aiohttp.web.get("/healthz", self._healthz),
+                aiohttp.web.get("/readyz", self._readyz),
+            ]
+        )
+        return app
+
+    async def _metrics(self, _: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = generate_latest(self.metrics.registry)
+        return aiohttp.web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="ok\n")
+
+    async def _readyz(self, _: aiohttp.web.Request) -> aiohttp.web.Response:
+        if self.state.draining:
+            return aiohttp.web.Response(status=503, text="shutting down\n")
+        if not self.state.listening.is_set():
+            return aiohttp.web.Response(status=503, text="webhook listener not serving yet\n")
+        return aiohttp.web.Response(text="ok\n")
+
+
+def configure_logging(settings: Settings) -> None:
+    fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(log_format=fmt, verbose=settings.log_level == "DEBUG")
+    logging.getLogger().setLevel(settings.log_level)
+    # Our decision line says everything about a review; kopf's per-handler lines would
+    # repeat it (an ERROR per denial) and aiohttp's access log would double the volume.
+    logging.getLogger("kopf.objects").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def kopf_settings(settings: Settings, server: kopf.WebhookServer) -> kopf.OperatorSettings:
+    ks = kopf.OperatorSettings()
+    ks.admission.server = server
+    ks.scanning.disabled = True  # no CRD watching: no RBAC, no 403 retry storms
+    ks.peering.standalone = True
+    ks.posting.enabled = False  # never post Events: no events:create RBAC
+    if settings.server.manage_webhook_url:
+        ks.admission.managed = "nodelimits.dev.local"
+    return ks
+
+
+async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
+    """Run until SIGTERM/SIGINT; raises on a start-up failure (e.g. a bad limits file)."""
+    metrics = metrics or Metrics()
+    state = ServingState()
+    s = settings.server
+    host = urlsplit(s.manage_webhook_url).hostname if s.manage_webhook_url else None
+    server = NodelimitsWebhookServer(
+        state=state,
+        metrics=metrics,
+        known_ids=frozenset(h.id for h in HANDLERS if h.kind in settings.admission.kinds),
+        addr=s.host,
+        port=s.port,
+        host=host,
+        certfile=str(s.cert_file),
+        pkeyfile=str(s.key_file),
+        cafile=str(s.ca_file) if s.ca_file else None,
+        file_check_interval=s.cert_check_interval,
+    )
+    probes = aiohttp.web.AppRunner(Probes(metrics, state).app(), access_log=None)
+    await probes.setup()
+    site = aiohttp.web.TCPSite(probes, s.metrics_host, s.metrics_port)
+    await site.start()
+    log.info("probes and metrics on http://%s:%s", s.metrics_host, s.metrics_port)
+    try:
+        async with build_limits_cache(settings, metrics) as cache:
+            admission = Admission(settings, cache, metrics)
+            registry = SmartOperatorRegistry()  # with kopf's default login handlers
+            registered = register(registry, admission)
+            log.info("webhooks: %s", ", ".join(h.path for h in registered))
+            stop = asyncio.Event()
+            existing = set(asyncio.all_tasks())
+            tasks = await kopf.spawn_tasks(
+                registry=registry,
+                settings=kopf_settings(settings, server),
+                memories=EphemeralMemories(),
+                standalone=True,
+                clusterwide=True,
+                stop_flag=stop,
+            )
+            _install_shutdown(state, stop, settings)
+            await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        await probes.cleanup()
+
+
+def _install_shutdown(state: ServingState, stop: asyncio.Event, settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    drain_timeout = float(settings.admission.timeout_seconds)
+
+    async def drain(signum: int) -> None:
+        if state.draining:
+            stop.set()  # a second signal: stop now
+            return
+        state.draining = True
+        log.info("signal %s: draining (not ready; in flight: %d)", signum, state.in_flight)
+        await asyncio.sleep(settings.server.shutdown_delay)
+        if state.in_flight:
+            try:
+                async with asyncio.timeout(drain_timeout):
+                    await state.idle.wait()
+            except TimeoutError:
+                log.warning("stopping with %d reviews still in flight", state.in_flight)
+        stop.set()
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_signal(signum: int) -> None:
+        task = loop.create_task(drain(signum))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    # After kopf's spawn_tasks, which installs handlers that would stop at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
