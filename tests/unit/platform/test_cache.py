@@ -1,0 +1,348 @@
+"""LimitsCache: TTL, stale-while-revalidate, stale-if-error, single-flight, negative, LRU."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from tests.builders import node_limits
+from tests.platform_helpers import cache_settings
+from webhook.metrics import Metrics
+from webhook.platform.cache import LimitsCache
+from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
+from webhook.platform.models import AcceleratorType, NodeLimits, ResourceGroupEntry
+
+GPU = AcceleratorType.GPU
+TTL, MAX_STALE, NEGATIVE_TTL = 60.0, 3600.0, 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Source:
+    """A scripted limits source: answers, fails or blocks on demand; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.group_calls = 0
+        self.error: PlatformError | None = None
+        self.gate: asyncio.Event | None = None
+        self.cpu = 40
+        self.groups: Sequence[ResourceGroupEntry] = (
+            ResourceGroupEntry(resourceGroup="TeslaM40", acceleratorType=GPU),
+            ResourceGroupEntry(resourceGroup="TeslaM40", acceleratorType=AcceleratorType.CPU),
+        )
+
+    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return node_limits(group, cpu=self.cpu, accelerator=accelerator.value)
+
+    async def resource_groups(self) -> Sequence[ResourceGroupEntry]:
+        self.group_calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.groups
+
+
+def unknown(group: str = "Nope") -> UnknownResourceGroup:
+    return UnknownResourceGroup(
+        f'resource group "{group}" is unknown', code="10004", resource_group=group
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def source() -> Source:
+    return Source()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def cache(source: Source, clock: Clock, metrics: Metrics) -> AsyncIterator[LimitsCache]:
+    built = make_cache(source, clock, metrics)
+    yield built
+    await built.aclose()
+    assert built.tasks_running == 0
+
+
+def make_cache(source: Source, clock: Clock, metrics: Metrics, **settings: Any) -> LimitsCache:
+    values = {"ttl": TTL, "max_stale": MAX_STALE, "negative_ttl": NEGATIVE_TTL, **settings}
+    return LimitsCache(source, cache_settings(**values), metrics, deadline=0.5, clock=clock)
+
+
+def events(metrics: Metrics, event: str) -> float:
+    return metrics.registry.get_sample_value("nodelimits_limits_cache_total", {"event": event}) or 0
+
+
+async def settle() -> None:
+    for _ in range(5):  # let background refresh tasks run to completion
+        await asyncio.sleep(0)
+
+
+# --- fresh values ------------------------------------------------------------------------
+
+
+async def test_first_lookup_fetches_and_is_fresh(cache: LimitsCache, source: Source) -> None:
+    got = await cache.get("TeslaM40", GPU)
+    assert (got.limits.cpuNumber, got.stale, got.age_seconds) == (40, False, 0.0)
+    assert source.calls == 1
+
+
+async def test_lookup_within_ttl_is_a_hit_without_a_call(
+    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL - 1
+    got = await cache.get("TeslaM40", GPU)
+    assert (got.stale, got.age_seconds, source.calls) == (False, TTL - 1, 1)
+    assert events(metrics, "hit") == 1
+
+
+async def test_keys_are_per_group_and_type(cache: LimitsCache, source: Source) -> None:
+    await cache.get("TeslaM40", GPU)
+    await cache.get("TeslaM40", AcceleratorType.CPU)
+    assert source.calls == 2
+
+
+# --- stale-while-revalidate and stale-if-error -------------------------------------------
+
+
+async def test_value_past_ttl_is_returned_stale_at_once_and_refreshed_once(
+    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL + 1
+    source.cpu = 64
+    results = [await cache.get("TeslaM40", GPU) for _ in range(3)]
+    assert [(r.limits.cpuNumber, r.stale) for r in results] == [(40, True)] * 3
+    await settle()
+    assert source.calls == 2
+    assert events(metrics, "refresh") == 1
+    fresh = await cache.get("TeslaM40", GPU)
+    assert (fresh.limits.cpuNumber, fresh.stale) == (64, False)
+
+
+async def test_stale_value_is_served_while_the_platform_fails(
+    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    source.error = PlatformUnavailable("down")
+    clock.now += MAX_STALE - 1
+    got = await cache.get("TeslaM40", GPU)
+    await settle()
+    again = await cache.get("TeslaM40", GPU)
+    assert (got.stale, again.stale, again.limits.cpuNumber) == (True, True, 40)
+    assert events(metrics, "error") >= 1
+
+
+async def test_value_older_than_max_stale_is_not_used(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    source.error = PlatformUnavailable("down")
+    clock.now += MAX_STALE + 1
+    with pytest.raises(PlatformUnavailable, match="down"):
+        await cache.get("TeslaM40", GPU)
+
+
+async def test_miss_with_a_failing_platform_raises_the_source_error(
+    cache: LimitsCache, source: Source
+) -> None:
+    source.error = PlatformUnavailable("down")
+    with pytest.raises(PlatformUnavailable, match="down"):
+        await cache.get("TeslaM40", GPU)
+
+
+async def test_miss_waits_no_longer_than_the_deadline(cache: LimitsCache, source: Source) -> None:
+    source.gate = asyncio.Event()
+    with pytest.raises(PlatformUnavailable, match=r"within 0\.5s"):
+        await cache.get("TeslaM40", GPU)
+
+
+# --- single-flight -----------------------------------------------------------------------
+
+
+async def test_concurrent_misses_make_one_upstream_call(cache: LimitsCache, source: Source) -> None:
+    source.gate = asyncio.Event()
+    waiting = [asyncio.create_task(cache.get("TeslaM40", GPU)) for _ in range(50)]
+    await settle()
+    source.gate.set()
+    results = await asyncio.gather(*waiting)
+    assert source.calls == 1
+    assert {r.limits.cpuNumber for r in results} == {40}
+
+
+async def test_concurrent_misses_all_get_the_error(cache: LimitsCache, source: Source) -> None:
+    source.error = PlatformUnavailable("down")
+    results = await asyncio.gather(
+        *(cache.get("TeslaM40", GPU) for _ in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, PlatformUnavailable) for r in results)
+    assert source.calls == 1
+
+
+async def test_cancelled_waiter_does_not_cancel_the_shared_fetch(
+    cache: LimitsCache, source: Source
+) -> None:
+    source.gate = asyncio.Event()
+    first = asyncio.create_task(cache.get("TeslaM40", GPU))
+    second = asyncio.create_task(cache.get("TeslaM40", GPU))
+    await settle()
+    first.cancel()
+    source.gate.set()
+    assert (await second).limits.cpuNumber == 40
+
+
+# --- negative caching --------------------------------------------------------------------
+
+
+async def test_unknown_group_is_remembered_for_the_negative_ttl(
+    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    source.error = unknown()
+    for _ in range(3):
+        with pytest.raises(UnknownResourceGroup, match='"Nope"'):
+            await cache.get("Nope", GPU)
+    assert source.calls == 1
+    assert events(metrics, "negative") == 2
+
+
+async def test_unknown_group_is_asked_again_after_the_negative_ttl(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    source.error = unknown()
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("Nope", GPU)
+    clock.now += NEGATIVE_TTL
+    source.error = None
+    assert (await cache.get("Nope", GPU)).limits.resourceGroup == "Nope"
+
+
+async def test_group_removed_on_the_platform_stops_being_served(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL + 1
+    source.error = unknown("TeslaM40")
+    await cache.get("TeslaM40", GPU)  # stale, refresh learns the group is gone
+    await settle()
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("TeslaM40", GPU)
+
+
+# --- bounds and lifecycle ----------------------------------------------------------------
+
+
+async def test_least_recently_used_entry_is_evicted(
+    source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    cache = make_cache(source, clock, metrics, max_entries=2)
+    await cache.get("a", GPU)
+    await cache.get("b", GPU)
+    await cache.get("a", GPU)  # b is now least recently used
+    await cache.get("c", GPU)
+    await cache.get("a", GPU)
+    assert (len(cache), source.calls, events(metrics, "evict")) == (2, 3, 1)
+    await cache.get("b", GPU)
+    assert source.calls == 4
+    await cache.aclose()
+
+
+async def test_close_cancels_background_refreshes(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL + 1
+    source.gate = asyncio.Event()
+    await cache.get("TeslaM40", GPU)
+    assert cache.tasks_running == 1
+    await cache.aclose()
+    assert cache.tasks_running == 0
+
+
+async def test_oldest_entry_age_is_exported(
+    cache: LimitsCache, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += 42
+    value = metrics.registry.get_sample_value("nodelimits_limits_cache_oldest_age_seconds")
+    assert value == 42
+
+
+# --- group types -------------------------------------------------------------------------
+
+
+async def test_group_types_are_those_the_source_offers(cache: LimitsCache) -> None:
+    assert await cache.group_types("TeslaM40") == {GPU, AcceleratorType.CPU}
+
+
+async def test_group_types_of_an_unknown_group_are_empty(cache: LimitsCache) -> None:
+    assert await cache.group_types("Nope") == frozenset()
+
+
+async def test_group_types_are_empty_when_the_list_is_unavailable(
+    cache: LimitsCache, source: Source
+) -> None:
+    source.error = PlatformUnavailable("down")
+    assert await cache.group_types("TeslaM40") == frozenset()
+
+
+async def test_group_types_wait_no_longer_than_the_deadline(
+    cache: LimitsCache, source: Source
+) -> None:
+    source.gate = asyncio.Event()
+    assert await cache.group_types("TeslaM40") == frozenset()
+
+
+async def test_group_list_is_cached_for_the_ttl(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.group_types("TeslaM40")
+    clock.now += TTL - 1
+    await cache.group_types("TeslaM40")
+    assert source.group_calls == 1
+
+
+async def test_failed_group_list_is_retried_only_after_the_negative_ttl(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    source.error = PlatformUnavailable("down")
+    await cache.group_types("TeslaM40")
+    await cache.group_types("TeslaM40")
+    assert source.group_calls == 1
+    clock.now += NEGATIVE_TTL
+    source.error = None
+    assert await cache.group_types("TeslaM40") == {GPU, AcceleratorType.CPU}
+
+
+async def test_last_group_list_is_kept_while_the_platform_fails(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.group_types("TeslaM40")
+    source.error = PlatformUnavailable("down")
+    clock.now += TTL + 1
+    await cache.group_types("TeslaM40")
+    await settle()
+    assert await cache.group_types("TeslaM40") == {GPU, AcceleratorType.CPU}
