@@ -251,6 +251,31 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
 _RUNNING: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
 
+WORKDIR_PREFIX = "nodelimits-cp-"
+OWNER_FILE = "owner.pid"
+
+
+def _remove_orphaned_workdirs() -> None:
+    """Remove work directories left by a runner that was SIGKILLed (its components died
+    with it, see `_die_with_parent_hook`, but nobody removed the directory)."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now
+        if owner != os.getpid() and not _alive(owner):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
 
 @atexit.register
 def _stop_leftovers() -> None:
@@ -342,7 +367,9 @@ class ControlPlane:
             raise RuntimeError("a ControlPlane can be started once; create a new one")
         began = time.monotonic()
         deadline = began + self.start_timeout
-        self.workdir = Path(tempfile.mkdtemp(prefix="nodelimits-cp-"))
+        _remove_orphaned_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         _RUNNING.add(self)
         try:
             for name in ("etcd", "kube-apiserver"):

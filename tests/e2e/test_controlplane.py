@@ -7,9 +7,12 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +26,13 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests import certs
-from tests.e2e.controlplane import CommandFailed, ControlPlane, ControlPlaneError
+from tests.e2e.controlplane import (
+    OWNER_FILE,
+    WORKDIR_PREFIX,
+    CommandFailed,
+    ControlPlane,
+    ControlPlaneError,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -441,3 +450,25 @@ def test_apiserver_never_ready_fails_at_the_bound_and_kills_its_children(
     assert "not ready within 8 s" in str(failure.value)
     assert "fake apiserver: up but never ready" in failure.value.log_tail
     assert_all_gone([*plane.pids(), int(child_pid_file.read_text())])
+
+
+def test_start_removes_work_dirs_orphaned_by_a_killed_runner(tmp_path: Path) -> None:
+    with subprocess.Popen(["true"]) as gone:
+        gone.wait()
+    with subprocess.Popen(["sleep", "30"]) as living:
+        orphaned = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (orphaned / OWNER_FILE).write_text(str(gone.pid))
+        in_use = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (in_use / OWNER_FILE).write_text(str(living.pid))
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "etcd").symlink_to("/bin/false")
+        (bin_dir / "kube-apiserver").symlink_to("/bin/true")
+
+        with pytest.raises(ControlPlaneError):
+            ControlPlane(bin_dir).start()
+        living.kill()
+
+    assert not orphaned.exists()
+    assert in_use.exists()
+    shutil.rmtree(in_use)
