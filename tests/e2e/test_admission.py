@@ -1,0 +1,410 @@
+"""The webhook, called by a real kube-apiserver, as users meet it through kubectl."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.builders import container, job, pod
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.stack import Simulator, Webhook
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
+LIMITS = EXAMPLES.parent / "limits.yaml"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Simulator, Webhook]]:
+    work = tmp_path_factory.mktemp("stack")
+    simulator = Simulator(work).start()
+    webhook = Webhook(work, control_plane, simulator).start()
+    try:
+        webhook.register()
+        yield simulator, webhook
+    finally:
+        webhook.unregister()
+        webhook.stop()
+        simulator.stop()
+
+
+@pytest.fixture
+def webhook(stack: tuple[Simulator, Webhook]) -> Webhook:
+    return stack[1]
+
+
+def apply(plane: ControlPlane, obj: dict[str, Any], *args: str) -> Any:
+    return plane.kubectl("apply", *args, "-f", "-", input=json.dumps(obj), check=False)
+
+
+def in_ns(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    obj["metadata"]["namespace"] = namespace
+    return obj
+
+
+def exists(plane: ControlPlane, kind: str, name: str, namespace: str) -> bool:
+    result = plane.kubectl("get", kind, name, "-n", namespace, "-o", "name", check=False)
+    return result.returncode == 0
+
+
+def test_pod_that_fits_is_created(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    result = apply(control_plane, in_ns(pod(container(cpu="8", memory="16Gi", gpu=2)), namespace))
+    assert result.returncode == 0, result.stderr
+    assert exists(control_plane, "pod", "p", namespace)
+
+
+def test_job_that_fits_is_created(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    obj = in_ns(job(container(cpu="32", limits={"memory": "24Gi", "nvidia.com/gpu": 2})), namespace)
+    result = apply(control_plane, obj)
+    assert result.returncode == 0, result.stderr
+    assert exists(control_plane, "job", "train", namespace)
+
+
+def test_oversized_job_is_rejected_with_every_violation_in_kubectl_output(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    obj = in_ns(job(container(limits={"memory": "64Gi", "nvidia.com/gpu": 4})), namespace)
+    result = apply(control_plane, obj)
+    assert result.returncode != 0
+    assert (
+        f'admission webhook "jobs.nodelimits.io" denied the request: nodelimits: Job '
+        f'{namespace}/train does not fit one node of resource group "TeslaM40" (gpu): '
+        "memory 65536Mi > 31888Mi per node; nvidia.com/gpu 4 > 2 cards per node"
+    ) in result.stderr
+    assert not exists(control_plane, "job", "train", namespace)
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param(pod(container(cpu="41")), "cpu 41 > 40 cores per node", id="cpu"),
+        pytest.param(
+            pod(container(memory="32Gi")), "memory 32768Mi > 31888Mi per node", id="memory"
+        ),
+        pytest.param(pod(container(gpu=3)), "nvidia.com/gpu 3 > 2 cards per node", id="gpu"),
+        pytest.param(
+            pod(container(limits={"hygon.com/dcu": 5}), group="kshdtest"),
+            "hygon.com/dcu 5 > 4 cards per node",
+            id="dcu",
+        ),
+        pytest.param(
+            pod(container(limits={"cambricon.com/mlu370": 9}), group="mlu370pool"),
+            "cambricon.com/mlu370 9 > 8 cards per node",
+            id="mlu",
+        ),
+    ],
+)
+def test_pod_over_one_resource_is_rejected_naming_it(
+    control_plane: ControlPlane,
+    namespace: str,
+    webhook: Webhook,
+    obj: dict[str, Any],
+    expected: str,
+) -> None:
+    result = apply(control_plane, in_ns(obj, namespace))
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert not exists(control_plane, "pod", "p", namespace)
+
+
+@pytest.mark.parametrize("fits", [True, False], ids=["fits", "too-big"])
+def test_server_dry_run_gives_the_same_verdict_and_creates_nothing(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook, fits: bool
+) -> None:
+    obj = in_ns(job(container(gpu=2 if fits else 4)), namespace)
+    result = apply(control_plane, obj, "--dry-run=server")
+    assert (result.returncode == 0) is fits, result.stderr
+    if not fits:
+        assert "nvidia.com/gpu 4 > 2 cards per node" in result.stderr
+    assert not exists(control_plane, "job", "train", namespace)
+    dry = [d for d in webhook.decisions() if d.get("namespace") == namespace]
+    assert dry
+    assert all(d["dry_run"] for d in dry)
+
+
+def test_examples_get_the_same_verdicts_as_nodelimits_check(
+    control_plane: ControlPlane, webhook: Webhook
+) -> None:
+    """The apiserver's verdict on every example equals the offline `nodelimits check`'s."""
+    offline = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "check",
+            "-f",
+            str(EXAMPLES),
+            "--limits-file",
+            str(LIMITS),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    report = json.loads(offline.stdout)
+    for namespace in {r["namespace"] for r in report["results"]}:
+        control_plane.kubectl("create", "namespace", namespace, check=False)
+    online = control_plane.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES), check=False)
+    assert report["summary"]["rejected"] >= 4
+    for result in report["results"]:
+        if result["allowed"]:
+            assert f"/{result['name']} created (server dry run)" in online.stdout, result
+        else:
+            assert f"denied the request: {result['message']}" in online.stderr, result
+
+
+def test_warnings_reach_kubectl(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    # kshdtest: 8 nodes of 4 DCUs, maxTime 24:00:00. 9 pods of 4 DCUs cannot all run at once.
+    obj = in_ns(
+        job(container(limits={"hygon.com/dcu": 4}), parallelism=9, group="kshdtest"), namespace
+    )
+    result = apply(control_plane, obj)
+    assert result.returncode == 0, result.stderr
+    assert (
+        'Warning: no activeDeadlineSeconds: resource group "kshdtest" limits run time to '
+        "maxTime 24:00:00 (86400s); set activeDeadlineSeconds <= 86400"
+    ) in result.stderr
+    assert "Warning: parallelism 9: only 8 pods can run at once" in result.stderr
+
+
+def test_in_place_resize_beyond_the_node_is_rejected(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    created = apply(control_plane, in_ns(pod(container(cpu="2", limits={"cpu": "2"})), namespace))
+    assert created.returncode == 0, created.stderr
+    patch = {
+        "spec": {
+            "containers": [
+                {"name": "main", "resources": {"requests": {"cpu": "64"}, "limits": {"cpu": "64"}}}
+            ]
+        }
+    }
+    result = control_plane.kubectl(
+        "patch",
+        "pod",
+        "p",
+        "-n",
+        namespace,
+        "--subresource",
+        "resize",
+        "--type",
+        "strategic",
+        "-p",
+        json.dumps(patch),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert 'admission webhook "pods-resize.nodelimits.io" denied the request' in result.stderr
+    assert "cpu 64 > 40 cores per node" in result.stderr
+
+
+def test_in_place_resize_within_the_node_is_allowed(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    apply(control_plane, in_ns(pod(container(cpu="2", limits={"cpu": "2"}), name="r"), namespace))
+    patch = {
+        "spec": {
+            "containers": [
+                {"name": "main", "resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}}
+            ]
+        }
+    }
+    result = control_plane.kubectl(
+        "patch",
+        "pod",
+        "r",
+        "-n",
+        namespace,
+        "--subresource",
+        "resize",
+        "--type",
+        "strategic",
+        "-p",
+        json.dumps(patch),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_unannotated_pod_is_never_sent(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    obj = in_ns(pod(container(cpu="500"), group=None, name="plain"), namespace)
+    result = apply(control_plane, obj)
+    assert result.returncode == 0, result.stderr
+    assert not [d for d in webhook.decisions() if d.get("name") == "plain"]
+
+
+def test_unknown_group_is_rejected_by_name(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    result = apply(control_plane, in_ns(pod(group="NoSuchGroup"), namespace))
+    assert result.returncode != 0
+    assert 'resource group "NoSuchGroup" is unknown to the platform' in result.stderr
+
+
+def _review(
+    uid: str, obj: dict[str, Any], operation: str = "CREATE", subresource: str | None = None
+) -> dict[str, Any]:
+    kind = obj["kind"]
+    group, _, version = obj["apiVersion"].rpartition("/")
+    plural = kind.lower() + "s"
+    request: dict[str, Any] = {
+        "uid": uid,
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": plural},
+        "operation": operation,
+        "userInfo": {"username": "test"},
+        "object": obj,
+        "oldObject": obj if operation == "UPDATE" else None,
+        "dryRun": True,
+        "namespace": obj["metadata"].get("namespace"),
+        "name": obj["metadata"]["name"],
+    }
+    if subresource:
+        request["subResource"] = subresource
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def _post(webhook: Webhook, url: str, payload: object) -> tuple[int, Any]:
+    context = ssl.create_default_context(cafile=str(webhook.certs.ca))
+    req = urllib.request.Request(  # noqa: S310 - loopback https
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def _oversized(kind: str) -> dict[str, Any]:
+    base = job(container(cpu="999"))
+    if kind == "Pod":
+        return pod(container(cpu="999"))
+    if kind == "Job":
+        return base
+    if kind == "CronJob":
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "c", "namespace": "team-a"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": base["spec"]}},
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": "w", "namespace": "team-a"},
+        "spec": {"template": base["spec"]["template"]},
+    }
+
+
+def test_every_configured_path_reaches_a_handler(webhook: Webhook) -> None:
+    """kopf ALLOWS a request to an unknown path: every path in the chart must be served."""
+    configuration = yaml.safe_load(webhook.render_configuration())
+    hooks = configuration["webhooks"]
+    assert len(hooks) == 8
+    for hook in hooks:
+        rule = hook["rules"][0]
+        resource = rule["resources"][0]
+        plural, _, sub = resource.partition("/")
+        kind = {
+            "pods": "Pod",
+            "jobs": "Job",
+            "cronjobs": "CronJob",
+            "deployments": "Deployment",
+            "statefulsets": "StatefulSet",
+            "daemonsets": "DaemonSet",
+            "replicasets": "ReplicaSet",
+        }[plural]
+        operation = rule["operations"][0]
+        review = _review(str(uuid.uuid4()), _oversized(kind), operation, sub or None)
+        review["request"]["resource"]["resource"] = plural
+        status, body = _post(webhook, hook["clientConfig"]["url"], review)
+        assert status == 200, (hook["name"], body)
+        assert body["response"]["allowed"] is False, (hook["name"], body)
+        assert "cpu 999 > 40 cores per node" in body["response"]["status"]["message"]
+
+
+def test_unknown_path_is_an_error_not_a_silent_allow(webhook: Webhook) -> None:
+    status, body = _post(webhook, f"{webhook.url}/podz", _review("u", pod(container(cpu="999"))))
+    assert status == 400
+    assert "unknown webhook path /podz" in str(body)
+
+
+class TestPlatformDown:
+    """failureMode closed denies, open allows with a warning; stale limits bridge outages."""
+
+    @pytest.fixture
+    def make_stack(self, control_plane: ControlPlane, tmp_path: Path) -> Iterator[Any]:
+        started: list[tuple[Simulator, Webhook]] = []
+
+        def make(**settings: Any) -> tuple[Simulator, Webhook]:
+            simulator = Simulator(tmp_path).start()
+            webhook = Webhook(tmp_path, control_plane, simulator, settings).start()
+            webhook.register()
+            started.append((simulator, webhook))
+            return simulator, webhook
+
+        yield make
+        for simulator, webhook in started:
+            webhook.unregister()
+            webhook.stop()
+            simulator.stop()
+
+    def test_closed_denies_when_the_platform_is_down(
+        self, control_plane: ControlPlane, namespace: str, make_stack: Any
+    ) -> None:
+        simulator, webhook = make_stack(admission={"failure_mode": "closed"})
+        simulator.stop()
+        result = apply(control_plane, in_ns(pod(group="kshdtest"), namespace))
+        assert result.returncode != 0
+        assert "the platform API is unavailable" in result.stderr
+        assert "denied because failureMode is closed" in result.stderr
+        assert 'nodelimits_admission_requests_total{decision="error"' in webhook.metrics_text()
+
+    def test_open_allows_with_a_warning_and_counts_it(
+        self, control_plane: ControlPlane, namespace: str, make_stack: Any
+    ) -> None:
+        simulator, webhook = make_stack(admission={"failure_mode": "open"})
+        simulator.stop()
+        result = apply(control_plane, in_ns(pod(container(cpu="999"), group="kshdtest"), namespace))
+        assert result.returncode == 0, result.stderr
+        assert "was not checked: the platform API is unavailable" in result.stderr
+        assert "nodelimits_fail_open_total{" in webhook.metrics_text()
+
+    def test_stale_limits_are_used_within_max_stale(
+        self, control_plane: ControlPlane, namespace: str, make_stack: Any
+    ) -> None:
+        simulator, _ = make_stack(cache={"ttl": 0.5, "max_stale": 600})
+        first = apply(control_plane, in_ns(pod(container(cpu="999"), name="a"), namespace))
+        assert "cpu 999 > 40 cores per node" in first.stderr
+        simulator.stop()
+        time.sleep(1.0)  # past the TTL: the next lookup must fall back to the stale value
+        result = apply(control_plane, in_ns(pod(container(cpu="999"), name="b"), namespace))
+        assert result.returncode != 0
+        assert "cpu 999 > 40 cores per node" in result.stderr
