@@ -50,11 +50,14 @@ from tests import certs
 
 __all__ = [
     "BINARIES",
+    "OWNER_FILE",
+    "WORKDIR_PREFIX",
     "CommandFailed",
     "ControlPlane",
     "ControlPlaneError",
     "TestbinUnavailable",
     "find_bin_dir",
+    "free_port",
     "has_default_route",
 ]
 
