@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP_STAMP := .cache/pip.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast demo bench testbin cluster clean
+.PHONY: help install lint test test-fast demo check-examples bench testbin cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -28,7 +28,10 @@ test-fast: install  ## unit and integration tests only (no control plane)
 testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimits/testbin
 	tools/testbin/build.sh
 
-demo: install  ## the main job: nodelimits judges the examples
+demo: install  ## the main job: a real kube-apiserver + nodelimits judge examples/ (kubectl output)
+	$(PYTHON) tools/demo.py
+
+check-examples: install  ## offline: `nodelimits check` over examples/ (no cluster)
 	-nodelimits check -f examples/manifests --limits-file examples/limits.yaml
 
 bench: install  ## benchmarks; figures go to docs/performance.md
