@@ -250,3 +250,15 @@ def test_release_name_is_used_for_every_namespaced_object(case: tuple[dict, Rend
             assert obj["metadata"]["namespace"] == NAMESPACE
         prefix = values.get("fullnameOverride") or f"{RELEASE}-nodelimits"
         assert obj["metadata"]["name"].startswith(prefix)
+
+
+def test_handler_contract_matches_the_server_handlers() -> None:
+    """The table the chart is tested against is the one `nodelimits serve` registers."""
+    from webhook.admission import HANDLERS as SERVED
+
+    served = [
+        (h.kind, h.group, h.plural + (f"/{h.subresource}" if h.subresource else ""), h.path,
+         tuple(sorted(h.operations)))
+        for h in SERVED
+    ]  # fmt: skip
+    assert served == [(*h[:4], tuple(sorted(h[4]))) for h in HANDLERS]
