@@ -124,6 +124,11 @@ class LimitsCache:
         self._flights: Flights[Key, NodeLimits] = Flights()
         self._group_flight: Flights[str, GroupTable] = Flights()
         self._groups: _Groups | None = None
+        # Label children bound once: .labels() costs more than the whole hit path.
+        self._events = {
+            event: metrics.cache_events.labels(event)
+            for event in ("hit", "miss", "stale", "refresh", "error", "negative", "evict")
+        }
         metrics.cache_age.set_function(self._oldest_age)
 
     def __repr__(self) -> str:
@@ -193,7 +198,7 @@ class LimitsCache:
     # --- internals ------------------------------------------------------------------------
 
     def _event(self, event: str) -> None:
-        self._metrics.cache_events.labels(event).inc()
+        self._events[event].inc()
 
     def _oldest_age(self) -> float:
         if not self._entries:
