@@ -9,7 +9,9 @@ sub-model a component needs, down; there is no module-level instance.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -142,6 +145,27 @@ class PolicySettings(_Model):
     """Unit of the platform's memorySize. Observed to be MiB (Slurm's MB)."""
     require_deadline: bool = False
     """Deny (instead of warn) a Pod or Job without activeDeadlineSeconds under a finite maxTime."""
+
+    # Memo of device_rule(): resource names repeat endlessly; bounded, since they come from
+    # user objects. Private, so it is neither a setting nor part of equality.
+    _device_memo: dict[str, AcceleratorRule | None] = PrivateAttr(default_factory=dict)
+
+    @property
+    def device_memo(self) -> Mapping[str, AcceleratorRule | None]:
+        """Rules already looked up, for hot loops (pydantic's private-attribute access is slow)."""
+        return self._device_memo
+
+    def device_rule(self, resource: str) -> AcceleratorRule | None:
+        """The first rule of ``accelerators`` whose pattern matches, or None."""
+        memo = self._device_memo
+        if resource in memo:
+            return memo[resource]
+        found = next(
+            (r for r in self.accelerators if fnmatch.fnmatchcase(resource, r.pattern)), None
+        )
+        if len(memo) < 10_000:
+            memo[resource] = found
+        return found
 
 
 class CacheSettings(_Model):

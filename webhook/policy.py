@@ -15,15 +15,14 @@ Enforcement (deny / warn / audit) and failure handling are applied by the caller
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from webhook.config import AcceleratorRule, DeviceCount, PolicySettings
+from webhook.config import DeviceCount, PolicySettings
 from webhook.platform.models import AcceleratorType, NodeLimits
 from webhook.resources import (
     UNIT_BYTES,
@@ -38,7 +37,6 @@ from webhook.workloads import Skipped, Workload
 __all__ = [
     "Decision",
     "Demand",
-    "DeviceTable",
     "Plan",
     "Violation",
     "choose_accelerator",
@@ -102,30 +100,6 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceTable:
-    """The accelerator resource table, with lookups memoised per resource name."""
-
-    rules: tuple[AcceleratorRule, ...]
-    _memo: dict[str, AcceleratorRule | None] = field(default_factory=dict, compare=False)
-
-    def classify(self, resource: str) -> AcceleratorRule | None:
-        """The first rule whose pattern matches the resource name, or None."""
-        try:
-            return self._memo[resource]
-        except KeyError:
-            pass
-        found = next((r for r in self.rules if fnmatch.fnmatchcase(resource, r.pattern)), None)
-        if len(self._memo) < 10_000:  # bounded: resource names come from user objects
-            self._memo[resource] = found
-        return found
-
-
-@functools.lru_cache(maxsize=16)
-def device_table(rules: tuple[AcceleratorRule, ...]) -> DeviceTable:
-    return DeviceTable(rules)
-
-
-@dataclass(frozen=True, slots=True)
 class Demand:
     """What one pod asks of a node."""
 
@@ -154,17 +128,18 @@ def _is_extended(resource: str) -> bool:
     return "/" in resource and not resource.startswith("kubernetes.io/")
 
 
-def demand_of(resources: PodResources, table: DeviceTable) -> Demand:
+def demand_of(resources: PodResources, settings: PolicySettings) -> Demand:
     cards: dict[AcceleratorType, dict[str, Decimal]] = {}
     card_limits: dict[AcceleratorType, dict[str, Decimal]] = {}
     revealed: set[AcceleratorType] = set()
+    memo = settings.device_memo
     for source, target in ((resources.requests, cards), (resources.limits, card_limits)):
         for name, amount in source.items():
             if _is_extended(name) and amount != amount.to_integral_value():
                 raise InvalidQuantity(
                     name, format(amount, "f"), "extended resources must be whole numbers"
                 )
-            rule = table.classify(name)
+            rule = memo[name] if name in memo else settings.device_rule(name)
             if rule is None or amount == 0:
                 continue
             revealed.add(rule.type)
@@ -208,7 +183,7 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
         )
     if group is None:
         group = settings.default_group
-    demand = demand_of(pod_resources(workload.pod_spec), device_table(settings.accelerators))
+    demand = demand_of(pod_resources(workload.pod_spec), settings)
     if group is None:
         return Plan(workload, None, None, demand)
     group = group.strip()
@@ -351,23 +326,24 @@ def decide(
         requests.get("memory"),
         lims.get("memory"),
         mem_cap,
-        lambda b: format_memory(b, unit),
+        functools.partial(format_memory, unit=unit),
         unit,
     )
 
-    card_cap = Decimal(limits.card_cap(accelerator))
-    own_cards = demand.cards.get(accelerator, {})
-    own_limits = demand.card_limits.get(accelerator, {})
-    names = "+".join(sorted(set(own_cards) | set(own_limits))) or "cards"
-    _check(
-        violations,
-        names,
-        sum(own_cards.values(), Decimal(0)) or None,
-        sum(own_limits.values(), Decimal(0)) or None,
-        card_cap,
-        _fmt_count,
-        "cards",
-    )
+    own_cards = demand.cards.get(accelerator)
+    own_limits = demand.card_limits.get(accelerator)
+    if own_cards or own_limits:
+        card_cap = Decimal(limits.card_cap(accelerator))
+        names = "+".join(sorted(set(own_cards or ()) | set(own_limits or ())))
+        _check(
+            violations,
+            names,
+            sum((own_cards or {}).values(), Decimal(0)) or None,
+            sum((own_limits or {}).values(), Decimal(0)) or None,
+            card_cap,
+            _fmt_count,
+            "cards",
+        )
 
     _check_run_time(workload, limits, settings, violations, warnings)
     _check_parallelism(workload, demand, accelerator, limits, settings, warnings)
@@ -395,9 +371,9 @@ def _check(
     unit: str,
 ) -> None:
     """One violation per resource: the request if it is over, else the limit if it is."""
-    per_node = f" {unit} per node" if unit in ("cores", "cards") else " per node"
     for label, amount in (("", request), (" limit", limit)):
         if amount is not None and amount > cap:
+            per_node = f" {unit} per node" if unit in ("cores", "cards") else " per node"
             violations.append(
                 Violation(
                     resource,

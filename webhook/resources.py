@@ -90,6 +90,11 @@ def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
     YAML may hand us an int or a float (``cpu: 0.5``); a float is read through its
     shortest ``repr`` so ``0.1`` means 0.1, not 0.1000000000000000055.
     """
+    if type(value) is str:  # the common case, straight to the memoised parser
+        try:
+            return _parse_text(value)
+        except ValueError as exc:
+            raise InvalidQuantity(field, value, str(exc)) from None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidQuantity(field, value, "expected a string or a number")
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
@@ -106,7 +111,13 @@ def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
         return {}
     if not isinstance(raw, Mapping):
         raise InvalidQuantity(field, raw, "expected a map of resource name to quantity")
-    return {str(k): parse_quantity(v, field=f"{field}.{k}") for k, v in raw.items()}
+    out: dict[str, Decimal] = {}
+    for key, value in raw.items():
+        try:
+            out[str(key)] = parse_quantity(value)
+        except InvalidQuantity as exc:  # name the field only on failure: the hot path stays lean
+            raise InvalidQuantity(f"{field}.{key}", value, exc.reason) from None
+    return out
 
 
 def _add(into: dict[str, Decimal], other: Mapping[str, Decimal]) -> None:
@@ -133,8 +144,11 @@ def _container(raw: object, field: str, *, init: bool) -> _Container:
     resources = raw.get("resources") or {}
     if not isinstance(resources, Mapping):
         raise InvalidQuantity(f"{field}.resources", resources, "expected an object")
-    limits = _resource_map(resources.get("limits"), f"{field}.resources.limits")
-    requests = _resource_map(resources.get("requests"), f"{field}.resources.requests")
+    try:
+        limits = _resource_map(resources.get("limits"), "limits")
+        requests = _resource_map(resources.get("requests"), "requests")
+    except InvalidQuantity as exc:
+        raise InvalidQuantity(f"{field}.resources.{exc.field}", exc.value, exc.reason) from None
     # API defaulting: a limit without a request makes the request equal to the limit.
     requests = {**limits, **requests}
     return _Container(requests, limits, init and raw.get("restartPolicy") == "Always")
@@ -144,7 +158,15 @@ def _containers(spec: Mapping[str, Any], key: str, *, init: bool) -> list[_Conta
     raw = spec.get(key) or []
     if not isinstance(raw, list):
         raise InvalidQuantity(f"spec.{key}", raw, "expected a list of containers")
-    return [_container(c, f"spec.{key}[{i}]", init=init) for i, c in enumerate(raw)]
+    out: list[_Container] = []
+    for index, item in enumerate(raw):
+        try:
+            out.append(_container(item, "", init=init))
+        except InvalidQuantity as exc:  # the field is named only on failure
+            raise InvalidQuantity(
+                f"spec.{key}[{index}]{exc.field}", exc.value, exc.reason
+            ) from None
+    return out
 
 
 def _aggregate(

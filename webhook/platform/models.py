@@ -185,11 +185,14 @@ class NodeLimits(BaseModel):
 
     def card_cap(self, accelerator: AcceleratorType) -> int:
         """Cards one node gives: ``gpuNumber``, capped by the vendor limit when it is > 0."""
-        vendor = {
-            AcceleratorType.GPU: self.nvLimits,
-            AcceleratorType.DCU: self.dcuLimits,
-            AcceleratorType.MLU: self.mluLimits,
-        }.get(accelerator)
+        if accelerator is AcceleratorType.GPU:
+            vendor = self.nvLimits
+        elif accelerator is AcceleratorType.DCU:
+            vendor = self.dcuLimits
+        elif accelerator is AcceleratorType.MLU:
+            vendor = self.mluLimits
+        else:
+            vendor = None
         if vendor is not None and vendor > 0:
             return min(self.gpuNumber, vendor)
         return self.gpuNumber

@@ -1,0 +1,77 @@
+"""Policy evaluation throughput: pod specs decided per second on one core.
+
+Baseline in the same run: ``json.loads`` of the same objects, the least any admission
+request costs before a decision. Target (issue 2): >= 20,000 pod specs/s.
+
+    python bench/bench_policy.py [--count 5000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.workload import manifests  # noqa: E402
+from webhook import policy, workloads  # noqa: E402
+from webhook.config import PolicySettings  # noqa: E402
+from webhook.platform.models import LimitsFile  # noqa: E402
+from webhook.platform.static import load_limits_file  # noqa: E402
+
+LIMITS = Path(__file__).resolve().parents[1] / "examples" / "limits.yaml"
+
+
+def best_of(rounds: int, fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    objs = manifests(args.count)
+    texts = [json.dumps(o) for o in objs]
+    settings = PolicySettings()
+    table: LimitsFile = load_limits_file(LIMITS)
+    by_key = {(e.resourceGroup, e.acceleratorType): e for e in table.resourceGroups}
+    types = {g: frozenset(t for (gg, t) in by_key if gg == g) for g, _ in by_key}
+
+    def decide_all() -> None:
+        for obj in objs:
+            w = workloads.workload_of(obj)
+            assert isinstance(w, workloads.Workload)
+            p = policy.plan(w, settings)
+            assert p.group is not None
+            accel = policy.choose_accelerator(p, types.get(p.group, frozenset()), settings)
+            policy.decide(p, by_key[(p.group, accel)], accel, settings)
+
+    def decode_all() -> None:
+        for text in texts:
+            json.loads(text)
+
+    decide_all()  # warm memo caches, as a long-running server has them
+    t_policy = best_of(args.rounds, decide_all)
+    t_json = best_of(args.rounds, decode_all)
+    rate = args.count / t_policy
+    print(f"objects: {args.count} (pods, jobs, cronjobs, deployments, statefulsets)")
+    print(f"policy: {rate:,.0f} pod specs/s ({t_policy / args.count * 1e6:.1f} us each)")
+    print(f"json.loads baseline: {args.count / t_json:,.0f} objects/s "
+          f"({t_json / args.count * 1e6:.1f} us each)")
+    print(f"ratio policy/json.loads time: {t_policy / t_json:.2f}x")
+    print(f"target >= 20,000 specs/s: {'met' if rate >= 20_000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

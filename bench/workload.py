@@ -1,0 +1,53 @@
+"""Realistic, varied manifests for the benchmarks (deterministic: seeded)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from tests.builders import container, cronjob, job, pod, workload
+
+GROUPS = ("TeslaM40", "a800x8", "kshdtest", "mlu370pool", "cpu-small")
+DEVICES = {
+    "TeslaM40": "nvidia.com/gpu",
+    "a800x8": "nvidia.com/gpu",
+    "kshdtest": "hygon.com/dcu",
+    "mlu370pool": "cambricon.com/mlu370",
+    "cpu-small": None,
+}
+
+
+def _containers(rng: random.Random, group: str) -> list[dict[str, Any]]:
+    device = DEVICES[group]
+    out = []
+    for i in range(rng.randint(1, 3)):
+        limits: dict[str, Any] = {"memory": f"{rng.choice([1, 2, 4, 8, 16, 64])}Gi"}
+        if device and i == 0:
+            limits[device] = rng.randint(1, 8)
+        out.append(container(f"c{i}", cpu=f"{rng.randint(100, 32000)}m", limits=limits))
+    return out
+
+
+def manifest(rng: random.Random, index: int) -> dict[str, Any]:
+    group = rng.choice(GROUPS)
+    cs = _containers(rng, group)
+    shape = rng.random()
+    if shape < 0.4:
+        obj = pod(*cs, group=group, name=f"p{index}", deadline=rng.choice([None, 3600]))
+        if rng.random() < 0.3:
+            obj["spec"]["initContainers"] = [
+                container("sidecar", cpu="100m", sidecar=True),
+                container("init", cpu="1"),
+            ]
+        return obj
+    if shape < 0.75:
+        return job(*cs, group=group, name=f"j{index}", parallelism=rng.randint(1, 8), deadline=7200)
+    if shape < 0.85:
+        return cronjob(job(*cs, group=group, deadline=600), name=f"cj{index}")
+    return workload(rng.choice(["Deployment", "StatefulSet"]), *cs, replicas=2, group=group,
+                    name=f"w{index}")
+
+
+def manifests(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [manifest(rng, i) for i in range(count)]
