@@ -137,6 +137,28 @@ def _read_secret(directory: Path | None, name: str) -> str | None:
 # --- credentials -------------------------------------------------------------------------
 
 
+def _user(s: PlatformSettings) -> str | None:
+    return s.user or _read_secret(s.secret_dir, "user")
+
+
+def _secret(s: PlatformSettings, value: SecretStr | None, file_name: str) -> SecretStr | None:
+    """The setting, else the file of that name in ``secret_dir``, read now (it may rotate)."""
+    if value is not None:
+        return value
+    text = _read_secret(s.secret_dir, file_name)
+    return SecretStr(text) if text is not None else None
+
+
+def _complete(kind: str, **parts: object) -> None:
+    missing = [name for name, value in parts.items() if value is None]
+    if missing:
+        raise PlatformAuthError(
+            f"{kind} credentials incomplete: need {', '.join(missing)} "
+            "(settings or files in secret_dir)",
+            code="credentials",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class AkSkCredentials:
     user: str
@@ -145,15 +167,11 @@ class AkSkCredentials:
 
     @classmethod
     def from_settings(cls, s: PlatformSettings) -> AkSkCredentials:
-        """Settings win over files in ``secret_dir``, read now (a Secret may have rotated)."""
-        user = s.user or _read_secret(s.secret_dir, "user")
-        ak = s.access_key or _secret(_read_secret(s.secret_dir, "accessKey"))
-        sk = s.secret_key or _secret(_read_secret(s.secret_dir, "secretKey"))
-        if user is None or ak is None or sk is None:
-            raise PlatformAuthError(
-                "AK/SK credentials incomplete: need user, accessKey and secretKey",
-                code="credentials",
-            )
+        user = _user(s)
+        ak = _secret(s, s.access_key, "accessKey")
+        sk = _secret(s, s.secret_key, "secretKey")
+        _complete("AK/SK", user=user, accessKey=ak, secretKey=sk)
+        assert user is not None and ak is not None and sk is not None  # noqa: PT018
         return cls(user, ak, sk)
 
 
@@ -165,19 +183,12 @@ class PasswordCredentials:
 
     @classmethod
     def from_settings(cls, s: PlatformSettings) -> PasswordCredentials:
-        user = s.user or _read_secret(s.secret_dir, "user")
-        password = s.password or _secret(_read_secret(s.secret_dir, "password"))
-        org_id = s.org_id or _secret(_read_secret(s.secret_dir, "orgId"))
-        if user is None or password is None or org_id is None:
-            raise PlatformAuthError(
-                "password credentials incomplete: need user, password and orgId",
-                code="credentials",
-            )
+        user = _user(s)
+        password = _secret(s, s.password, "password")
+        org_id = _secret(s, s.org_id, "orgId")
+        _complete("password", user=user, password=password, orgId=org_id)
+        assert user is not None and password is not None and org_id is not None  # noqa: PT018
         return cls(user, password, org_id)
-
-
-def _secret(value: str | None) -> SecretStr | None:
-    return SecretStr(value) if value is not None else None
 
 
 # --- providers ---------------------------------------------------------------------------

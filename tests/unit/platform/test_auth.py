@@ -174,7 +174,7 @@ def test_incomplete_credentials_name_what_is_missing(tmp_path: Path) -> None:
     s = platform_settings(
         URL, token_source="password", user=None, password=None, org_id=None, secret_dir=tmp_path
     )
-    with pytest.raises(PlatformAuthError, match="need user, password and orgId"):
+    with pytest.raises(PlatformAuthError, match="need user, password, orgId"):
         PasswordCredentials.from_settings(s)
 
 
