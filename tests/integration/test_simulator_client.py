@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tests.certs import CertPaths
 from tests.integration.conftest import cache_on, wait_for_no_connections
-from tests.platform_helpers import ACCOUNT
+from tests.platform_helpers import ACCOUNT, simulator_config
 from webhook.cli import main
 from webhook.platform.client import LIMITS_PATH
 from webhook.platform.errors import (
@@ -28,7 +28,13 @@ from webhook.platform.errors import (
     UnknownResourceGroup,
 )
 from webhook.platform.models import AcceleratorType
-from webhook.simulator import Fault, Simulator
+from webhook.simulator import (
+    Cluster,
+    Fault,
+    Simulator,
+    SimulatorConfigError,
+    load_simulator_config,
+)
 
 GPU = AcceleratorType.GPU
 DEADLINE = 1.5  # platform_settings() default in tests
@@ -351,3 +357,56 @@ def test_limits_command_prints_a_group_from_the_simulator(simulator_process: str
     result = CliRunner().invoke(main, ["limits", "TeslaM40"], env={**clean, **env})
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].split()[:5] == ["TeslaM40", "gpu", "40", "31888Mi", "2"]
+
+
+# --- simulator configuration -------------------------------------------------------------
+
+
+async def test_faults_from_the_config_file_apply_from_the_start() -> None:
+    sim = Simulator(simulator_config(faults=(limits_fault("code", code="10003"),)))
+    await sim.start()
+    try:
+        async with cache_on(sim) as cache:
+            with pytest.raises(PlatformRejected, match="10003"):
+                await cache.get("TeslaM40", GPU)
+    finally:
+        await sim.stop()
+
+
+async def test_disabled_region_with_null_token_is_skipped() -> None:
+    clusters = (
+        Cluster(clusterId="1", clusterName="off", enabled=False),
+        Cluster(clusterId="2", clusterName="on"),
+    )
+    sim = Simulator(simulator_config(clusters=clusters))
+    await sim.start()
+    try:
+        async with cache_on(sim) as cache:
+            assert (await cache.get("TeslaM40", GPU)).limits.cpuNumber == 40
+    finally:
+        await sim.stop()
+
+
+async def test_token_state_reports_a_valid_token(simulator: Simulator) -> None:
+    async with httpx.AsyncClient(base_url=simulator.url) as client:
+        answer = await client.get(
+            "/ac/openapi/v2/tokens/state", headers={"token": simulator.issue_token()}
+        )
+    assert answer.json()["msg"] == "token is valid"
+
+
+async def test_platform_token_is_refused_on_container_apis(simulator: Simulator) -> None:
+    async with httpx.AsyncClient(base_url=simulator.url) as client:
+        answer = await client.get(
+            LIMITS_PATH,
+            params={"resourceGroup": "TeslaM40", "acceleratorType": "gpu"},
+            headers={"token": simulator.issue_token(cluster_id="0")},
+        )
+    assert answer.json()["code"] == "10009"
+
+
+def test_simulator_config_errors_name_the_field(tmp_path: Any) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text("resourceGroups: []\nfaults: [{kind: meteor}]\n")
+    with pytest.raises(SimulatorConfigError, match=r"faults\.0\.kind"):
+        load_simulator_config(path)
