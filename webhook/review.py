@@ -32,6 +32,9 @@ class Limits(Protocol):
     @property
     def age_seconds(self) -> float: ...
 
+    @property
+    def refresh_failed(self) -> bool: ...
+
 
 class LimitsProvider(Protocol):
     """Where limits come from: the platform through the cache, or a limits file."""
@@ -45,7 +48,7 @@ class LimitsProvider(Protocol):
 class Review:
     decision: policy.Decision
     stale: bool = False
-    """The decision used stale limits (the platform failed; they were younger than maxStale)."""
+    """The decision used stale limits because the platform is failing (within maxStale)."""
 
 
 async def review(
@@ -93,9 +96,9 @@ async def review_workload(
             )
         )
     decision = policy.decide(planned, found.limits, accelerator, settings)
-    if found.stale:
+    if found.refresh_failed:
         decision = decision.with_warnings(
             f'limits of resource group "{planned.group}" are {int(found.age_seconds)}s old: '
             "the platform API is failing, so cached limits were used"
         )
-    return Review(decision, stale=found.stale)
+    return Review(decision, stale=found.refresh_failed)

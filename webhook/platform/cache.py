@@ -22,7 +22,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from webhook.config import CacheSettings
@@ -47,6 +47,9 @@ class CachedLimits:
     stale: bool
     """Older than the TTL (served while a refresh runs, or because the platform fails)."""
     age_seconds: float
+    refresh_failed: bool = False
+    """The last refresh failed: the value is served only because the platform is failing
+    (stale-if-error). A healthy stale-while-revalidate hit has this False."""
 
 
 class GroupEntry(Protocol):
@@ -72,6 +75,7 @@ class _Entry:
     fetched_at: float
     limits: NodeLimits | None = None
     unknown: UnknownResourceGroup | None = None  # negative entry
+    refresh_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +165,9 @@ class LimitsCache:
                 if not self._flights.running(key):
                     self._event("refresh")
                     self._flights.run(key, lambda: self._fetch(key))
-                return CachedLimits(entry.limits, stale=True, age_seconds=age)
+                return CachedLimits(
+                    entry.limits, stale=True, age_seconds=age, refresh_failed=entry.refresh_failed
+                )
         self._event("miss")
         task = self._flights.run(key, lambda: self._fetch(key))
         try:
@@ -224,6 +230,9 @@ class LimitsCache:
         except PlatformError as exc:
             self._event("error")
             log.warning("limits of %s (%s) not refreshed: %s", group, accelerator.value, exc)
+            old = self._entries.get(key)
+            if old is not None and old.limits is not None:
+                self._entries[key] = replace(old, refresh_failed=True)
             raise
         self._store(key, _Entry(self._clock(), limits=limits))
         return limits

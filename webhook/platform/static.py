@@ -72,6 +72,7 @@ class StaticEntry:
     limits: NodeLimits
     stale: bool = False
     age_seconds: float = 0.0
+    refresh_failed: bool = False
 
 
 class StaticLimits:

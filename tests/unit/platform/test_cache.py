@@ -157,6 +157,34 @@ async def test_stale_value_is_served_while_the_platform_fails(
     assert events(metrics, "error") >= 1
 
 
+async def test_healthy_revalidation_is_not_reported_as_a_failing_refresh(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL + 1
+    got = await cache.get("TeslaM40", GPU)
+    assert (got.stale, got.refresh_failed) == (True, False)
+
+
+async def test_stale_value_after_a_failed_refresh_says_so(
+    cache: LimitsCache, source: Source, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    source.error = PlatformUnavailable("down")
+    clock.now += TTL + 1
+    first = await cache.get("TeslaM40", GPU)
+    await settle()
+    after = await cache.get("TeslaM40", GPU)
+    assert (first.refresh_failed, after.refresh_failed) == (False, True)
+    source.error = None
+    await settle()
+    clock.now += 1
+    await cache.get("TeslaM40", GPU)  # starts a refresh that succeeds
+    await settle()
+    healed = await cache.get("TeslaM40", GPU)
+    assert (healed.stale, healed.refresh_failed) == (False, False)
+
+
 async def test_value_older_than_max_stale_is_not_used(
     cache: LimitsCache, source: Source, clock: Clock
 ) -> None:
