@@ -182,6 +182,6 @@ def node_limits(
     )
 
 
-def limits_entry(**kw: Any) -> dict[str, Any]:
+def limits_entry(group: str = "TeslaM40", **kw: Any) -> dict[str, Any]:
     """A limits-file entry (plain data) with the same defaults as :func:`node_limits`."""
-    return node_limits(**kw).model_dump(mode="json", exclude={"id", "userName"})
+    return node_limits(group, **kw).model_dump(mode="json", exclude={"id", "userName"})

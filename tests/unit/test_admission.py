@@ -1,0 +1,322 @@
+"""webhook.admission: enforcement modes, failure modes, outcomes, metrics, the log line."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import pytest
+
+from tests.builders import container, job, node_limits, pod
+from webhook.admission import HANDLERS, Admission, HandlerSpec
+from webhook.config import Settings
+from webhook.metrics import Metrics
+from webhook.platform.errors import (
+    MalformedResponse,
+    PlatformAuthError,
+    PlatformUnavailable,
+    UnknownResourceGroup,
+)
+from webhook.platform.models import AcceleratorType, NodeLimits
+
+SPECS = {h.id: h for h in HANDLERS}
+
+
+@dataclass(frozen=True)
+class Found:
+    limits: NodeLimits
+    stale: bool = False
+    age_seconds: float = 0.0
+    refresh_failed: bool = False
+
+
+class Provider:
+    def __init__(self, error: Exception | None = None, refresh_failed: bool = False) -> None:
+        self.error = error
+        self.refresh_failed = refresh_failed
+        self.calls = 0
+
+    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        if group != "TeslaM40":
+            raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
+        return Found(
+            node_limits(group, accelerator=accelerator.value),
+            stale=self.refresh_failed,
+            age_seconds=120.0,
+            refresh_failed=self.refresh_failed,
+        )
+
+    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
+        return frozenset({AcceleratorType.GPU}) if group == "TeslaM40" else frozenset()
+
+
+def make(provider: Provider | None = None, **settings: Any) -> tuple[Admission, Metrics]:
+    metrics = Metrics()
+    return Admission(Settings(**settings), provider or Provider(), metrics), metrics
+
+
+async def call(
+    admission: Admission,
+    obj: dict[str, Any],
+    handler: str = "pods",
+    operation: str = "CREATE",
+    subresource: str | None = None,
+    old: dict[str, Any] | None = None,
+    dryrun: bool = False,
+) -> list[str]:
+    warnings: list[str] = []
+    await admission.handle(
+        SPECS[handler],
+        body=obj,
+        old=old,
+        operation=operation,
+        subresource=subresource,
+        dryrun=dryrun,
+        warnings=warnings,
+        uid="u-1",
+        spec=obj.get("spec"),
+    )
+    return warnings
+
+
+def counted(metrics: Metrics, decision: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "nodelimits_admission_requests_total",
+        {
+            "kind": "Pod",
+            "operation": "CREATE",
+            "decision": decision,
+            "dry_run": "false",
+            "mode": "deny",
+        },
+    )
+    return value or 0.0
+
+
+async def test_fitting_pod_is_allowed_and_counted() -> None:
+    admission, metrics = make()
+    assert await call(admission, pod(container(cpu="4"))) == []
+    assert counted(metrics, "allow") == 1
+
+
+async def test_oversized_pod_is_denied_with_403_and_the_message() -> None:
+    admission, metrics = make()
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, pod(container(cpu="41")))
+    assert denied.value.code == 403
+    assert str(denied.value) == (
+        'nodelimits: Pod team-a/p does not fit one node of resource group "TeslaM40" (gpu): '
+        "cpu 41 > 40 cores per node"
+    )
+    assert counted(metrics, "deny") == 1
+
+
+async def test_warn_mode_allows_with_the_message_as_a_warning() -> None:
+    admission, _ = make(admission={"mode": "warn"})
+    warnings = await call(admission, pod(container(cpu="41")))
+    assert warnings[-1].startswith("nodelimits: Pod team-a/p does not fit")
+
+
+async def test_audit_mode_allows_silently_and_counts() -> None:
+    admission, metrics = make(admission={"mode": "audit"})
+    assert await call(admission, pod(container(cpu="41"))) == []
+    value = metrics.registry.get_sample_value(
+        "nodelimits_admission_requests_total",
+        {
+            "kind": "Pod",
+            "operation": "CREATE",
+            "decision": "audit",
+            "dry_run": "false",
+            "mode": "audit",
+        },
+    )
+    assert value == 1
+
+
+async def test_dry_run_gets_the_same_verdict() -> None:
+    admission, _ = make()
+    with pytest.raises(kopf.AdmissionError):
+        await call(admission, pod(container(cpu="41")), dryrun=True)
+
+
+@pytest.mark.parametrize(
+    ("handler", "operation", "subresource"),
+    [
+        pytest.param("pods", "UPDATE", None, id="pod-update"),
+        pytest.param("pods", "DELETE", None, id="pod-delete"),
+        pytest.param("pods", "CREATE", "status", id="other-subresource"),
+        pytest.param("pods-resize", "CREATE", "resize", id="resize-create"),
+        pytest.param("jobs", "DELETE", None, id="job-delete"),
+    ],
+)
+async def test_operations_outside_the_scope_are_not_checked(
+    handler: str, operation: str, subresource: str | None
+) -> None:
+    """kopf does not enforce `operations=` in-process: the handler must."""
+    provider = Provider()
+    admission, _ = make(provider)
+    await call(admission, pod(container(cpu="999")), handler, operation, subresource)
+    assert provider.calls == 0
+
+
+async def test_resize_is_checked() -> None:
+    admission, _ = make()
+    with pytest.raises(kopf.AdmissionError, match="cpu 64 > 40"):
+        await call(admission, pod(container(cpu="64")), "pods-resize", "UPDATE", "resize")
+
+
+async def test_update_that_leaves_the_pods_unchanged_is_not_checked() -> None:
+    """E.g. a finalizer or label added to a Job admitted before nodelimits existed."""
+    provider = Provider()
+    admission, _ = make(provider)
+    old = job(container(cpu="999"))
+    new = job(container(cpu="999"))
+    new["metadata"]["labels"] = {"team": "a"}
+    await call(admission, new, "jobs", "UPDATE", old=old)
+    assert provider.calls == 0
+
+
+async def test_update_of_the_pod_template_is_checked() -> None:
+    admission, _ = make()
+    with pytest.raises(kopf.AdmissionError):
+        await call(
+            admission, job(container(cpu="999")), "jobs", "UPDATE", old=job(container(cpu="1"))
+        )
+
+
+async def test_unknown_group_is_denied_by_name() -> None:
+    admission, _ = make()
+    with pytest.raises(kopf.AdmissionError, match='resource group "Nope" is unknown'):
+        await call(admission, pod(group="Nope"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PlatformUnavailable("connection refused"), MalformedResponse("not JSON"), TimeoutError()],
+    ids=["unavailable", "malformed", "timeout"],
+)
+async def test_platform_down_fails_closed_with_503(error: Exception) -> None:
+    admission, metrics = make(Provider(error))
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, pod())
+    assert denied.value.code == 503
+    assert "denied because failureMode is closed" in str(denied.value)
+    assert counted(metrics, "error") == 1
+
+
+async def test_platform_down_fails_open_with_a_warning_and_a_count() -> None:
+    admission, metrics = make(
+        Provider(PlatformUnavailable("refused")), admission={"failure_mode": "open"}
+    )
+    warnings = await call(admission, pod(container(cpu="999")))
+    assert "allowed because failureMode is open" in warnings[-1]
+    assert (
+        metrics.registry.get_sample_value("nodelimits_fail_open_total", {"reason": "unavailable"})
+        == 1
+    )
+
+
+async def test_refused_account_denies_even_when_failing_open() -> None:
+    error = PlatformAuthError("frozen", code="10007", resource_group="TeslaM40")
+    admission, _ = make(Provider(error), admission={"failure_mode": "open"})
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, pod())
+    assert denied.value.code == 403
+    assert "the platform refused nodelimits' account (10007: the platform account is frozen)" in (
+        str(denied.value)
+    )
+
+
+async def test_stale_limits_from_a_failing_platform_carry_a_warning() -> None:
+    admission, _ = make(Provider(refresh_failed=True))
+    warnings = await call(admission, pod())
+    assert warnings == [
+        'limits of resource group "TeslaM40" are 120s old: the platform API is failing, '
+        "so cached limits were used"
+    ]
+
+
+async def test_malformed_object_is_denied_with_400() -> None:
+    admission, _ = make()
+    obj = pod(container(limits={"cpu": "lots"}))
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, obj)
+    assert denied.value.code == 400
+    assert "spec.containers[0].resources.limits.cpu" in str(denied.value)
+
+
+async def test_a_bug_denies_with_500_and_is_counted() -> None:
+    class Broken(Provider):
+        async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+            raise RuntimeError("boom")
+
+    admission, metrics = make(Broken())
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, pod())
+    assert denied.value.code == 500
+    assert "RuntimeError" in str(denied.value)
+    assert (
+        metrics.registry.get_sample_value(
+            "nodelimits_admission_errors_total", {"reason": "internal"}
+        )
+        == 1
+    )
+
+
+async def test_one_decision_line_per_review(caplog: pytest.LogCaptureFixture) -> None:
+    admission, _ = make()
+    with (
+        caplog.at_level(logging.INFO, logger="nodelimits.decision"),
+        pytest.raises(kopf.AdmissionError),
+    ):
+        await call(admission, pod(container(cpu="41")))
+    (record,) = [r for r in caplog.records if r.name == "nodelimits.decision"]
+    line = record.decision  # type: ignore[attr-defined]
+    assert {
+        k: line[k]
+        for k in (
+            "uid",
+            "kind",
+            "namespace",
+            "name",
+            "resource_group",
+            "accelerator_type",
+            "verdict",
+            "dry_run",
+        )
+    } == {
+        "uid": "u-1",
+        "kind": "Pod",
+        "namespace": "team-a",
+        "name": "p",
+        "resource_group": "TeslaM40",
+        "accelerator_type": "gpu",
+        "verdict": "deny",
+        "dry_run": False,
+    }
+    assert line["violations"] == ["cpu 41 > 40 cores per node"]
+    assert line["duration_ms"] >= 0
+
+
+def test_handler_ids_are_unique_and_match_the_chart_paths() -> None:
+    assert [h.path for h in HANDLERS] == [
+        "/pods",
+        "/pods-resize",
+        "/jobs",
+        "/cronjobs",
+        "/deployments",
+        "/statefulsets",
+        "/daemonsets",
+        "/replicasets",
+    ]
+
+
+def test_handler_accepts_only_its_operations() -> None:
+    spec = HandlerSpec("Pod", "", "v1", "pods", "pods-resize", frozenset({"UPDATE"}), "resize")
+    assert spec.accepts("UPDATE", "resize")
+    assert not spec.accepts("UPDATE", None)

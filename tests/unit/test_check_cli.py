@@ -1,0 +1,282 @@
+"""`nodelimits check`: the CLI and JSON contract CI pipelines rely on (DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from tests.builders import container, job, limits_entry, pod
+from webhook.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def limits_file(tmp_path: Path) -> Path:
+    path = tmp_path / "limits.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "resourceGroups": [
+                    limits_entry(),
+                    limits_entry("kshd", accelerator="dcu", cards=4, max_time="24:00:00"),
+                ]
+            }
+        )
+    )
+    return path
+
+
+def write(tmp_path: Path, name: str, *docs: Any) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def check(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, ["check", *args], input=stdin)
+
+
+def check_json(*args: str) -> tuple[int, dict[str, Any]]:
+    result = check(*args, "--output", "json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_everything_fits_exits_0(tmp_path: Path, limits_file: Path) -> None:
+    path = write(tmp_path, "ok.yaml", pod(container(cpu="4", gpu=1)))
+    result = check("-f", str(path), "--limits-file", str(limits_file))
+    assert result.exit_code == 0, result.output
+    assert "ALLOWED" in result.stdout
+
+
+def test_a_rejected_object_exits_1_with_the_message(tmp_path: Path, limits_file: Path) -> None:
+    path = write(tmp_path, "big.yaml", job(container(gpu=4)))
+    code, report = check_json("-f", str(path), "--limits-file", str(limits_file))
+    assert code == 1
+    (result,) = report["results"]
+    assert result["message"] == (
+        'nodelimits: Job team-a/train does not fit one node of resource group "TeslaM40" '
+        "(gpu): nvidia.com/gpu 4 > 2 cards per node"
+    )
+
+
+def test_json_results_follow_the_contract(tmp_path: Path, limits_file: Path) -> None:
+    path = write(tmp_path, "big.yaml", job(container(gpu=4)))
+    _, report = check_json("-f", str(path), "--limits-file", str(limits_file))
+    (result,) = report["results"]
+    assert {
+        k: result[k]
+        for k in (
+            "apiVersion",
+            "kind",
+            "namespace",
+            "name",
+            "resourceGroup",
+            "acceleratorType",
+            "allowed",
+            "skipped",
+        )
+    } == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "namespace": "team-a",
+        "name": "train",
+        "resourceGroup": "TeslaM40",
+        "acceleratorType": "gpu",
+        "allowed": False,
+        "skipped": False,
+    }
+    assert result["violations"] == [
+        {
+            "resource": "nvidia.com/gpu",
+            "requested": "4",
+            "allowed": "2",
+            "unit": "cards",
+            "message": "nvidia.com/gpu 4 > 2 cards per node",
+        }
+    ]
+    assert result["warnings"] == []
+    assert report["summary"] == {
+        "objects": 1,
+        "checked": 1,
+        "allowed": 0,
+        "rejected": 1,
+        "skipped": 0,
+        "errors": 0,
+    }
+
+
+def test_unannotated_objects_are_skipped_and_allowed(tmp_path: Path, limits_file: Path) -> None:
+    path = write(tmp_path, "plain.yaml", pod(container(cpu="999"), group=None))
+    code, report = check_json("-f", str(path), "--limits-file", str(limits_file))
+    assert code == 0
+    assert report["results"][0]["skipped"] is True
+    assert report["summary"]["skipped"] == 1
+
+
+def test_resource_group_option_checks_unannotated_objects(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    path = write(tmp_path, "plain.yaml", pod(container(cpu="999"), group=None))
+    code, _ = check_json(
+        "-f", str(path), "--limits-file", str(limits_file), "--resource-group", "TeslaM40"
+    )
+    assert code == 1
+
+
+def test_directories_are_walked_recursively_for_manifest_suffixes(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    write(tmp_path / "a", "one.yaml", pod(name="one"))
+    write(tmp_path / "a" / "b", "two.yml", pod(name="two"))
+    (tmp_path / "a" / "b" / "three.json").write_text(json.dumps(pod(name="three")))
+    (tmp_path / "a" / "notes.txt").write_text("not a manifest")
+    _, report = check_json("-f", str(tmp_path / "a"), "--limits-file", str(limits_file))
+    assert sorted(r["name"] for r in report["results"]) == ["one", "three", "two"]
+
+
+def test_stdin_is_read_with_dash(limits_file: Path) -> None:
+    result = check(
+        "-f",
+        "-",
+        "--limits-file",
+        str(limits_file),
+        "-o",
+        "json",
+        stdin=yaml.safe_dump(pod(container(cpu="41"))),
+    )
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["results"][0]["allowed"] is False
+
+
+def test_lists_are_expanded(tmp_path: Path, limits_file: Path) -> None:
+    path = write(
+        tmp_path,
+        "list.yaml",
+        {"apiVersion": "v1", "kind": "List", "items": [pod(name="a"), pod(name="b")]},
+    )
+    _, report = check_json("-f", str(path), "--limits-file", str(limits_file))
+    assert [r["name"] for r in report["results"]] == ["a", "b"]
+
+
+def test_unknown_group_is_a_rejection_naming_it(tmp_path: Path, limits_file: Path) -> None:
+    path = write(tmp_path, "x.yaml", pod(group="Nope"))
+    code, report = check_json("-f", str(path), "--limits-file", str(limits_file))
+    assert code == 1
+    assert 'resource group "Nope" is unknown' in report["results"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param("kind: Pod\nmetadata: {name: [\n", "document 1: invalid YAML", id="yaml"),
+        pytest.param(
+            "- just\n- a list\n", "document 1: <document>: expected an object", id="not-an-object"
+        ),
+        pytest.param(
+            yaml.safe_dump(pod(container(limits={"cpu": "1e1000"}))),
+            "document 1 (Pod team-a/p): spec.containers[0].resources.limits.cpu: invalid "
+            "quantity '1e1000': absurdly large",
+            id="absurd-quantity",
+        ),
+        pytest.param(
+            yaml.safe_dump(pod(container(limits={"memory": "-1"}))),
+            "spec.containers[0].resources.limits.memory: invalid quantity '-1': must not be "
+            "negative",
+            id="negative",
+        ),
+        pytest.param(
+            yaml.safe_dump(pod(container(limits={"cpu": "1.5.5"}))),
+            "invalid quantity '1.5.5': not a Kubernetes quantity",
+            id="two-dots",
+        ),
+        pytest.param(
+            yaml.safe_dump(pod(container(limits={"cpu": "abc"}))),
+            "invalid quantity 'abc'",
+            id="letters",
+        ),
+        pytest.param(
+            yaml.safe_dump(pod(container(limits={"nvidia.com/gpu": 0.5}))),
+            "nvidia.com/gpu: invalid quantity '0.5': extended resources must be whole numbers",
+            id="half-a-gpu",
+        ),
+    ],
+)
+def test_bad_input_exits_2_naming_file_document_and_field(
+    tmp_path: Path, limits_file: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = check("-f", str(path), "--limits-file", str(limits_file))
+    assert result.exit_code == 2
+    assert f"error: {path}: " in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_document_does_not_hide_the_others(tmp_path: Path, limits_file: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        yaml.safe_dump(pod(container(limits={"cpu": "abc"}), name="bad"))
+        + "---\n"
+        + yaml.safe_dump(pod(container(cpu="41"), name="big"))
+    )
+    result = check("-f", str(path), "--limits-file", str(limits_file), "-o", "json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["results"][0]["name"] == "big"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            {"cpuNumber": "forty"}, "resourceGroups[0] (TeslaM40).cpuNumber", id="wrong-type"
+        ),
+        pytest.param({"maxTime": "soon"}, "resourceGroups[0] (TeslaM40).maxTime", id="max-time"),
+        pytest.param({"memorySize": None}, "resourceGroups[0] (TeslaM40).memorySize", id="missing"),
+    ],
+)
+def test_bad_limits_file_exits_2_naming_the_field(
+    tmp_path: Path, entry: dict[str, Any], expected: str
+) -> None:
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(yaml.safe_dump({"resourceGroups": [limits_entry() | entry]}))
+    manifest = write(tmp_path, "p.yaml", pod())
+    result = check("-f", str(manifest), "--limits-file", str(limits))
+    assert result.exit_code == 2
+    assert f"error: {limits}: {expected}" in result.stderr
+
+
+def test_missing_path_exits_2(limits_file: Path) -> None:
+    result = check("-f", "/no/such/dir", "--limits-file", str(limits_file))
+    assert result.exit_code == 2
+    assert "error: /no/such/dir: no such file or directory" in result.stderr
+
+
+def test_limits_source_must_be_given_exactly_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.yaml", pod())
+    result = check("-f", str(path))
+    assert result.exit_code == 2
+    assert "give exactly one of --limits-file FILE or --live" in result.stderr
+
+
+def test_examples_give_the_documented_verdicts() -> None:
+    code, report = check_json(
+        "-f", str(EXAMPLES / "manifests"), "--limits-file", str(EXAMPLES / "limits.yaml")
+    )
+    assert code == 1
+    rejected = {r["name"] for r in report["results"] if not r["allowed"]}
+    assert rejected == {"llm-finetune", "llm-serve", "mlu-benchmark", "app-with-sidecars-too-big"}
+
+
+def test_help_reads_well() -> None:
+    result = CliRunner().invoke(main, ["check", "--help"])
+    assert result.exit_code == 0
+    assert "Exit status:" in result.stdout
+    assert "--limits-file" in result.stdout
