@@ -15,15 +15,15 @@ $(PIP_STAMP): pyproject.toml
 install: $(PIP_STAMP)  ## install nodelimits and the test tools (pip, editable)
 
 lint: install  ## ruff (lint + format check) and mypy --strict
-	$(PYTHON) -m ruff check webhook tests bench
-	$(PYTHON) -m ruff format --check webhook tests bench
+	$(PYTHON) -m ruff check webhook tests bench tools
+	$(PYTHON) -m ruff format --check webhook tests bench tools
 	$(PYTHON) -m mypy
 
 test: lint  ## everything: lint, unit, integration and e2e (builds tools/testbin once, ~30 min cold)
 	$(PYTHON) -m pytest
 
-test-fast: install  ## unit and integration tests only (no control plane)
-	$(PYTHON) -m pytest -m "not e2e"
+test-fast: install  ## unit and integration tests only (no testbin binaries needed)
+	$(PYTHON) -m pytest -m "not testbin"
 
 testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimits/testbin
 	tools/testbin/build.sh

@@ -8,15 +8,12 @@ instead of silently allowing everything (kopf allows a request to an unknown pat
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tests.e2e.controlplane import find_bin_dir
 
 __all__ = [
     "CHART",
@@ -26,7 +23,6 @@ __all__ = [
     "RELEASE",
     "ChartError",
     "Rendered",
-    "find_helm",
     "render",
     "run_helm",
     "values_args",
@@ -57,14 +53,6 @@ HANDLER_PATHS: Mapping[str, tuple[str, ...]] = {
 
 class ChartError(AssertionError):
     """helm exited non-zero; the message carries its stderr."""
-
-
-def find_helm() -> Path:
-    """The helm binary: `$NODELIMITS_TESTBIN/helm` if present, else from tools/testbin."""
-    configured = os.environ.get("NODELIMITS_TESTBIN")
-    if configured and os.access(Path(configured) / "helm", os.X_OK):
-        return Path(configured) / "helm"
-    return find_bin_dir() / "helm"  # raises TestbinUnavailable
 
 
 def run_helm(helm: Path, *args: str) -> str:

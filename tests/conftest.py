@@ -1,0 +1,74 @@
+"""Shared test plumbing: the testbin (etcd, kube-apiserver, kubectl, helm built from source).
+
+Tests under tests/e2e (a real control plane) and tests/chart (real helm) need the
+binaries. They are resolved once, after collection and outside any test's timeout,
+because the first `tools/testbin/build.sh` takes 20-35 minutes; its progress is shown
+live. With no Go the tests skip, saying how to get it, unless NODELIMITS_REQUIRE_E2E=1
+(CI), which turns every missing prerequisite into a failure.
+
+Markers, added here so `-m` can select on them: `testbin` on every test that needs the
+binaries, `e2e` on those that also need a running control plane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.controlplane import TestbinUnavailable, find_bin_dir
+
+ENV_REQUIRE = "NODELIMITS_REQUIRE_E2E"
+"""Set to 1 (as .ci/run does) to fail instead of skip when the binaries cannot be had."""
+TESTS = Path(__file__).parent
+NEEDS_TESTBIN = (TESTS / "e2e", TESTS / "chart")
+_TESTBIN = pytest.StashKey["Path | TestbinUnavailable"]()
+
+
+def required() -> bool:
+    return os.environ.get(ENV_REQUIRE, "") not in ("", "0")
+
+
+def _needs_testbin(item: pytest.Item) -> bool:
+    return any(d in item.path.parents for d in NEEDS_TESTBIN)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: before `-m` deselects, so `-m "not e2e"` sees the markers.
+    for item in items:
+        if _needs_testbin(item):
+            item.add_marker(pytest.mark.testbin)
+        if TESTS / "e2e" in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Resolve (and if needed build) the binaries once, only if tests needing them run."""
+    if not any(_needs_testbin(item) for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    # The first build runs for many minutes: let its progress reach the terminal.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            session.stash[_TESTBIN] = find_bin_dir()
+        except TestbinUnavailable as exc:
+            session.stash[_TESTBIN] = exc
+
+
+@pytest.fixture(scope="session")
+def testbin(request: pytest.FixtureRequest) -> Path:
+    """Directory with the binaries; skips (or fails under NODELIMITS_REQUIRE_E2E=1)."""
+    found = request.session.stash.get(_TESTBIN, None)
+    if found is None:  # e.g. collected by a plugin that bypasses collection_finish
+        try:
+            found = find_bin_dir(build=False)
+        except TestbinUnavailable as exc:
+            found = exc
+    if isinstance(found, TestbinUnavailable):
+        if found.go_missing and not required():
+            pytest.skip(f"{found} ({ENV_REQUIRE}=1 makes this a failure)")
+        pytest.fail(str(found), pytrace=False)
+    return found
