@@ -8,6 +8,7 @@ Errors are printed as ``error: <message>``, never as a traceback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -52,7 +53,9 @@ config_option = click.option(
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="nodelimits")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log platform calls and retries to stderr.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Reject Kubernetes workloads that can never fit one node of their SCNet / Sugon AC
     resource group.
 
@@ -67,6 +70,13 @@ def main() -> None:
       nodelimits limits TeslaM40 --accelerator-type gpu
       nodelimits serve --config /etc/nodelimits/config.yaml
     """
+    if ctx.invoked_subcommand != "serve":  # serve sets up structured JSON logging itself
+        # One-shot commands report failures as `error:` lines; the platform layer's
+        # warnings (retries, stale values) are noise there unless asked for.
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.ERROR,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
 
 
 # --- check ------------------------------------------------------------------------------
