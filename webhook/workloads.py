@@ -147,21 +147,6 @@ def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
         raise InvalidObject("metadata.name", "name and namespace must be strings")
     own = _annotations(meta, "metadata")
     spec = _map(obj.get("spec"), "spec")
-
-    def make(
-        pod_meta: Mapping[str, Any], pod_spec: Mapping[str, Any], field: str, **kw: Any
-    ) -> Workload:
-        return Workload(
-            api_version=api_version,
-            kind=kind,
-            namespace=namespace,
-            name=name,
-            pod_spec=pod_spec,
-            annotations=_annotations(pod_meta, f"{field}.metadata"),
-            fallback_annotations=own,
-            **kw,
-        )
-
     if kind == "Pod":
         return Workload(
             api_version=api_version,
@@ -176,23 +161,50 @@ def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
             ),
             owned_by_job=_is_job_owned(meta),
         )
+    source = _pod_source(kind, obj, spec)
+    if source is None:
+        return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
+    return Workload(
+        api_version=api_version,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        pod_spec=source.spec,
+        annotations=_annotations(source.metadata, f"{source.field}.metadata"),
+        fallback_annotations=own,
+        active_deadline_seconds=source.deadline,
+        parallelism=source.parallelism,
+        long_running=kind in _LONG_RUNNING,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _PodSource:
+    """Where a workload keeps its pods: the template and what bounds its pods."""
+
+    metadata: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    field: str
+    deadline: int | None = None
+    parallelism: int | None = None
+
+
+def _pod_source(kind: str, obj: Mapping[str, Any], spec: Mapping[str, Any]) -> _PodSource | None:
     if kind == "PodTemplate":
         template = _map(obj.get("template"), "template")
         pod_spec = _map(template.get("spec"), "template.spec")
-        return make(
-            _map(template.get("metadata"), "template.metadata"),
-            pod_spec,
-            "template",
-            active_deadline_seconds=_int(
-                pod_spec.get("activeDeadlineSeconds"), "template.spec.activeDeadlineSeconds"
-            ),
+        deadline = _int(
+            pod_spec.get("activeDeadlineSeconds"), "template.spec.activeDeadlineSeconds"
+        )
+        return _PodSource(
+            _map(template.get("metadata"), "template.metadata"), pod_spec, "template", deadline
         )
     if kind == "Job":
-        return _job(make, spec, "spec")
+        return _job_source(spec, "spec")
     if kind == "CronJob":
         job_template = _map(spec.get("jobTemplate"), "spec.jobTemplate")
-        return _job(
-            make, _map(job_template.get("spec"), "spec.jobTemplate.spec"), "spec.jobTemplate.spec"
+        return _job_source(
+            _map(job_template.get("spec"), "spec.jobTemplate.spec"), "spec.jobTemplate.spec"
         )
     if kind in _LONG_RUNNING:
         pod_meta, pod_spec = _template(spec, "spec")
@@ -200,24 +212,19 @@ def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
         if kind in _REPLICATED:
             replicas = _int(spec.get("replicas"), "spec.replicas")
             replicas = 1 if replicas is None else replicas
-        return make(pod_meta, pod_spec, "spec.template", parallelism=replicas, long_running=True)
-    return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
+        return _PodSource(pod_meta, pod_spec, "spec.template", parallelism=replicas)
+    return None
 
 
-def _job(make: Any, job_spec: Mapping[str, Any], field: str) -> Workload:
+def _job_source(job_spec: Mapping[str, Any], field: str) -> _PodSource:
     pod_meta, pod_spec = _template(job_spec, field)
     deadline = _min_deadline(
         _int(job_spec.get("activeDeadlineSeconds"), f"{field}.activeDeadlineSeconds"),
         _int(pod_spec.get("activeDeadlineSeconds"), f"{field}.template.spec.activeDeadlineSeconds"),
     )
-    result: Workload = make(
-        pod_meta,
-        pod_spec,
-        f"{field}.template",
-        active_deadline_seconds=deadline,
-        parallelism=_job_parallelism(job_spec, field),
+    return _PodSource(
+        pod_meta, pod_spec, f"{field}.template", deadline, _job_parallelism(job_spec, field)
     )
-    return result
 
 
 def iter_objects(document: object) -> Iterator[tuple[str, Mapping[str, Any]]]:
