@@ -35,8 +35,8 @@ check-examples: install  ## offline: `nodelimits check` over examples/ (no clust
 	-nodelimits check -f examples/manifests --limits-file examples/limits.yaml
 
 bench: install  ## benchmarks; figures go to docs/performance.md
-	$(PYTHON) bench/bench_policy.py
-	$(PYTHON) bench/bench_check.py
+	$(PYTHON) -m bench.bench_policy
+	$(PYTHON) -m bench.bench_check
 
 cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-C stops it
 	$(PYTHON) -m tests.e2e.controlplane

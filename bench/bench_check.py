@@ -5,7 +5,7 @@ Both sides of the ratio are measured in this run, on the same file: the bare
 parse, decide, render JSON). Target (issue 2): check <= 1.5x the bare load. Reported
 in-process (the work itself) and as whole commands (with interpreter start-up).
 
-    python bench/bench_check.py [--count 10000] [--rounds 3]
+    python -m bench.bench_check [--count 10000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,31 +16,18 @@ import io
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.workload import manifests
+from bench.workload import best_of, manifests
 from webhook.check import render_json, run_check
 from webhook.config import PolicySettings
 from webhook.platform.static import StaticLimits
 
+ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ROOT / "examples" / "limits.yaml"
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def best_of(rounds: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

@@ -3,36 +3,22 @@
 Baseline in the same run: ``json.loads`` of the same objects, the least any admission
 request costs before a decision. Target (issue 2): >= 20,000 pod specs/s.
 
-    python bench/bench_policy.py [--count 5000] [--rounds 5]
+    python -m bench.bench_policy [--count 5000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.workload import manifests  # noqa: E402
-from webhook import policy, workloads  # noqa: E402
-from webhook.config import PolicySettings  # noqa: E402
-from webhook.platform.models import LimitsFile  # noqa: E402
-from webhook.platform.static import load_limits_file  # noqa: E402
+from bench.workload import best_of, manifests
+from webhook import policy, workloads
+from webhook.config import PolicySettings
+from webhook.platform.models import LimitsFile
+from webhook.platform.static import load_limits_file
 
 LIMITS = Path(__file__).resolve().parents[1] / "examples" / "limits.yaml"
-
-
-def best_of(rounds: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -67,8 +53,10 @@ def main() -> None:
     rate = args.count / t_policy
     print(f"objects: {args.count} (pods, jobs, cronjobs, deployments, statefulsets)")
     print(f"policy: {rate:,.0f} pod specs/s ({t_policy / args.count * 1e6:.1f} us each)")
-    print(f"json.loads baseline: {args.count / t_json:,.0f} objects/s "
-          f"({t_json / args.count * 1e6:.1f} us each)")
+    print(
+        f"json.loads baseline: {args.count / t_json:,.0f} objects/s "
+        f"({t_json / args.count * 1e6:.1f} us each)"
+    )
     print(f"ratio policy/json.loads time: {t_policy / t_json:.2f}x")
     print(f"target >= 20,000 specs/s: {'met' if rate >= 20_000 else 'NOT met'}")
 

@@ -188,32 +188,22 @@ def test_warnings_reach_kubectl(
     assert "Warning: parallelism 9: only 8 pods can run at once" in result.stderr
 
 
+def resize(plane: ControlPlane, name: str, namespace: str, cpu: str) -> Any:
+    """`kubectl patch --subresource resize` of the pod's one container to `cpu`."""
+    resources = {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}
+    patch = {"spec": {"containers": [{"name": "main", "resources": resources}]}}
+    return plane.kubectl(
+        "patch", "pod", name, "-n", namespace, "--subresource", "resize",
+        "--type", "strategic", "-p", json.dumps(patch), check=False,
+    )  # fmt: skip
+
+
 def test_in_place_resize_beyond_the_node_is_rejected(
     control_plane: ControlPlane, namespace: str, webhook: Webhook
 ) -> None:
     created = apply(control_plane, in_ns(pod(container(cpu="2", limits={"cpu": "2"})), namespace))
     assert created.returncode == 0, created.stderr
-    patch = {
-        "spec": {
-            "containers": [
-                {"name": "main", "resources": {"requests": {"cpu": "64"}, "limits": {"cpu": "64"}}}
-            ]
-        }
-    }
-    result = control_plane.kubectl(
-        "patch",
-        "pod",
-        "p",
-        "-n",
-        namespace,
-        "--subresource",
-        "resize",
-        "--type",
-        "strategic",
-        "-p",
-        json.dumps(patch),
-        check=False,
-    )
+    result = resize(control_plane, "p", namespace, "64")
     assert result.returncode != 0
     assert 'admission webhook "pods-resize.nodelimits.io" denied the request' in result.stderr
     assert "cpu 64 > 40 cores per node" in result.stderr
@@ -223,27 +213,7 @@ def test_in_place_resize_within_the_node_is_allowed(
     control_plane: ControlPlane, namespace: str, webhook: Webhook
 ) -> None:
     apply(control_plane, in_ns(pod(container(cpu="2", limits={"cpu": "2"}), name="r"), namespace))
-    patch = {
-        "spec": {
-            "containers": [
-                {"name": "main", "resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}}
-            ]
-        }
-    }
-    result = control_plane.kubectl(
-        "patch",
-        "pod",
-        "r",
-        "-n",
-        namespace,
-        "--subresource",
-        "resize",
-        "--type",
-        "strategic",
-        "-p",
-        json.dumps(patch),
-        check=False,
-    )
+    result = resize(control_plane, "r", namespace, "4")
     assert result.returncode == 0, result.stderr
 
 
