@@ -1,0 +1,63 @@
+"""`nodelimits serve --dev-webhook-url`: kopf registers (and removes) its own configuration."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tests.builders import container, pod
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.stack import Simulator, Webhook
+
+MANAGED = "nodelimits.dev.local"
+
+
+def test_dev_mode_registers_a_working_configuration_and_cleans_it_up(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    simulator = Simulator(tmp_path).start()
+    webhook = Webhook(tmp_path, control_plane, simulator)
+    webhook.settings = {
+        "server": {"manage_webhook_url": webhook.url, "ca_file": str(webhook.certs.ca)}
+    }
+    try:
+        webhook.start()
+        deadline = time.monotonic() + 30
+        denied = ""
+        obj = pod(container(cpu="999"))
+        obj["metadata"]["namespace"] = namespace
+        while time.monotonic() < deadline and "nodelimits:" not in denied:
+            time.sleep(0.3)
+            result = control_plane.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=json.dumps(obj), check=False
+            )
+            denied = result.stderr
+        assert f'admission webhook "pods.{MANAGED}" denied the request' in denied
+        assert "cpu 999 > 40 cores per node" in denied
+        hooks = json.loads(
+            control_plane.kubectl(
+                "get", "validatingwebhookconfiguration", MANAGED, "-o", "json"
+            ).stdout
+        )["webhooks"]
+        assert {h["clientConfig"]["url"].rsplit("/", 1)[1] for h in hooks} == {
+            "pods",
+            "pods-resize",
+            "jobs",
+            "cronjobs",
+            "deployments",
+            "statefulsets",
+            "daemonsets",
+            "replicasets",
+        }
+    finally:
+        webhook.stop()
+        simulator.stop()
+    # kopf empties its managed configuration on a graceful exit: nothing is left to block pods.
+    leftover = json.loads(
+        control_plane.kubectl(
+            "get", "validatingwebhookconfiguration", MANAGED, "-o", "json", check=False
+        ).stdout
+        or "{}"
+    )
+    assert not leftover.get("webhooks")
