@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from kubernetes.utils import parse_quantity as _k8s_parse_quantity
 
@@ -122,17 +122,17 @@ def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
 
 def _add(into: dict[str, Decimal], other: Mapping[str, Decimal]) -> None:
     for name, amount in other.items():
-        into[name] = into.get(name, Decimal(0)) + amount
+        into[name] = into[name] + amount if name in into else amount
 
 
 def _max(into: dict[str, Decimal], other: Mapping[str, Decimal]) -> None:
     for name, amount in other.items():
-        if amount > into.get(name, Decimal(-1)):
+        if name not in into or amount > into[name]:
             into[name] = amount
 
 
-@dataclass(frozen=True, slots=True)
-class _Container:
+class _Container(NamedTuple):
+    # A tuple, not a dataclass: built once per container on the admission hot path.
     requests: dict[str, Decimal]
     limits: dict[str, Decimal]
     sidecar: bool
@@ -149,8 +149,8 @@ def _container(raw: object, field: str, *, init: bool) -> _Container:
         requests = _resource_map(resources.get("requests"), "requests")
     except InvalidQuantity as exc:
         raise InvalidQuantity(f"{field}.resources.{exc.field}", exc.value, exc.reason) from None
-    # API defaulting: a limit without a request makes the request equal to the limit.
-    requests = {**limits, **requests}
+    if limits:  # API defaulting: a limit without a request makes the request equal to it
+        requests = {**limits, **requests}
     return _Container(requests, limits, init and raw.get("restartPolicy") == "Always")
 
 
@@ -170,15 +170,18 @@ def _containers(spec: Mapping[str, Any], key: str, *, init: bool) -> list[_Conta
 
 
 def _aggregate(
-    app: Iterable[_Container], init: Iterable[_Container], attr: str
+    app: list[_Container], init: list[_Container], which: Literal[0, 1]
 ) -> dict[str, Decimal]:
+    """Sum of app containers, then the init walk; ``which``: 0 requests, 1 limits."""
     total: dict[str, Decimal] = {}
     for c in app:
-        _add(total, getattr(c, attr))
+        _add(total, c[which])
+    if not init:
+        return total
     sidecars: dict[str, Decimal] = {}
     init_peak: dict[str, Decimal] = {}
     for c in init:
-        own: Mapping[str, Decimal] = getattr(c, attr)
+        own: Mapping[str, Decimal] = c[which]
         if c.sidecar:
             _add(total, own)
             _add(sidecars, own)
@@ -212,8 +215,8 @@ def pod_resources(spec: Mapping[str, Any]) -> PodResources:
         raise InvalidQuantity("spec", spec, "a pod spec must be an object")
     app = _containers(spec, "containers", init=False)
     init = _containers(spec, "initContainers", init=True)
-    requests = _aggregate(app, init, "requests")
-    limits = _aggregate(app, init, "limits")
+    requests = _aggregate(app, init, 0)
+    limits = _aggregate(app, init, 1)
 
     pod_level = spec.get("resources")
     if pod_level:
@@ -230,11 +233,13 @@ def pod_resources(spec: Mapping[str, Any]) -> PodResources:
             if _pod_level(name):
                 requests[name] = amount
 
-    overhead = _resource_map(spec.get("overhead"), "spec.overhead")
-    _add(requests, overhead)
-    for name, amount in overhead.items():
-        if limits.get(name):  # overhead raises a limit only where one is set (non-zero)
-            limits[name] += amount
+    overhead_raw = spec.get("overhead")
+    if overhead_raw:
+        overhead = _resource_map(overhead_raw, "spec.overhead")
+        _add(requests, overhead)
+        for name, amount in overhead.items():
+            if limits.get(name):  # overhead raises a limit only where one is set (non-zero)
+                limits[name] += amount
     return PodResources(requests, limits)
 
 
