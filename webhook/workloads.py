@@ -80,6 +80,8 @@ def _map(value: object, field: str) -> Mapping[str, Any]:
 def _annotations(meta: Mapping[str, Any], field: str) -> Mapping[str, str]:
     raw = _map(meta.get("annotations"), f"{field}.annotations")
     for key, value in raw.items():
+        if not isinstance(key, str):  # YAML allows `1: x`; Kubernetes keys are strings
+            raise InvalidObject(f"{field}.annotations.{key!r}", "annotation keys must be strings")
         if not isinstance(value, str):
             raise InvalidObject(f"{field}.annotations.{key}", "annotation values must be strings")
     return raw

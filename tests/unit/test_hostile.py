@@ -1,0 +1,697 @@
+"""Hostile input through the pure core and the admission handler (property-based).
+
+Properties, over generated manifests and AdmissionReview request fields:
+
+* **no crash**: the core raises only ``InvalidObject``/``InvalidQuantity``; the handler
+  only ``kopf.AdmissionError`` and never its 500 "internal error" (a bug of ours);
+* **no allow by junk**: an object the policy denies stays denied whatever junk is added
+  elsewhere (extra fields, annotations, labels, wrong-typed unrelated values);
+* **oracle**: for generated valid pods, ``decide`` allows iff every resource computed by
+  the small reference implementation below (written from reference/kubernetes.md §1.2,
+  not from webhook/resources.py) fits one node.
+
+Every example is counted; the counts are printed at the end of the module (``-s``) and
+recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import kopf
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.builders import GROUP_KEY, TYPE_KEY, node_limits
+from webhook import policy, workloads
+from webhook.admission import HANDLERS, Admission
+from webhook.config import PolicySettings, Settings
+from webhook.metrics import Metrics
+from webhook.platform.errors import UnknownResourceGroup
+from webhook.platform.models import AcceleratorType, NodeLimits
+from webhook.resources import InvalidQuantity
+
+SPECS = {h.id: h for h in HANDLERS}
+POLICY = PolicySettings()
+CORE_ERRORS = (workloads.InvalidObject, InvalidQuantity)
+MiB = 2**20
+
+COUNTS: Counter[str] = Counter()
+"""Examples run per property (printed at module teardown, recorded in docs/reliability.md)."""
+
+FAST = settings(
+    max_examples=150,
+    deadline=2000,  # ms per example: bounded time, 2000 containers included
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts() -> Iterator[None]:
+    yield
+    total = sum(COUNTS.values())
+    lines = [f"  {name}: {count}" for name, count in sorted(COUNTS.items())]
+    print(f"\nhostile input (core + handler): {total} generated cases\n" + "\n".join(lines))
+
+
+# --- a fake limits provider: TeslaM40 (gpu) is known, any other group is not -------------
+
+
+@dataclass(frozen=True)
+class Found:
+    limits: NodeLimits
+    stale: bool = False
+    age_seconds: float = 0.0
+    refresh_failed: bool = False
+
+
+class Provider:
+    def __init__(self, limits: NodeLimits | None = None) -> None:
+        self.limits = limits or node_limits()
+
+    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+        if group != self.limits.resourceGroup:
+            raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
+        return Found(self.limits)
+
+    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
+        return (
+            frozenset({AcceleratorType.GPU}) if group == self.limits.resourceGroup else frozenset()
+        )
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+# Unicode everywhere: names, keys, values (surrogates excluded: JSON cannot carry them).
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | text
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=25,
+)
+
+ABSURD_QUANTITIES = [
+    "1e1000", "-1", "NaN", "nan", "Infinity", "inf", "-Infinity", "1e-30", "99999999999Ei",
+    "", " ", "1 ", " 1", "0x10", "1,5", "1.2.3", "1Ki1", "Mi", "m", "+", ".", "1e", "1e+",
+    "١٢", "１", "1e999999999999", "9" * 400, "0." + "0" * 400 + "1", "1Ei", "9Ei", "8Ei",
+    "9223372036854775808", "9223372036854775807", "-0", "+0", "0.0000000001", "1E3",
+    None, True, False, [], {}, [1], {"a": 1}, -1, -0.5, 1e1000, float("nan"), float("-inf"),
+    1e-30, 1e300, 2**63, 2**64, 10**100, 0.1, 0,
+]  # fmt: skip
+quantities = (
+    st.sampled_from(ABSURD_QUANTITIES)
+    | text
+    | st.integers()
+    | st.floats()
+    | st.from_regex(r"\A[+-]?\d{0,25}(\.\d{0,12})?([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d{1,4})?\Z")
+    | json_values
+)
+RESOURCE_NAMES = [
+    "cpu", "memory", "nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/mig-1g.5gb",
+    "hygon.com/dcu", "hygon.com/dcumem", "cambricon.com/mlu", "cambricon.com/mlu370",
+    "cambricon.com/vmlu", "cambricon.com/mlu370.smlu.vcore", "hugepages-2Mi",
+    "ephemeral-storage", "example.com/foo", "kubernetes.io/x", "CPU", "Memory",
+    "NVIDIA.com/GPU", "nvidia.com/gpu ", "", "ǹvidia.com/gpu", "nvidia.com/gpu\u200b",
+]  # fmt: skip
+resource_names = st.sampled_from(RESOURCE_NAMES) | text
+
+
+def maybe_junk(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The value, or (1 in ~6) any JSON value at all: wrong types at every level."""
+    return st.one_of(strategy, strategy, strategy, strategy, strategy, json_values)
+
+
+resource_map = maybe_junk(st.dictionaries(resource_names, quantities, max_size=5))
+hostile_container = maybe_junk(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": maybe_junk(text),
+            "image": maybe_junk(text),
+            "resources": maybe_junk(
+                st.fixed_dictionaries(
+                    {}, optional={"requests": resource_map, "limits": resource_map}
+                )
+            ),
+            "restartPolicy": maybe_junk(st.sampled_from(["Always", "Never", "always", ""])),
+        },
+    )
+)
+annotation_keys = (
+    st.sampled_from([GROUP_KEY, TYPE_KEY, GROUP_KEY.upper(), "NodeLimits.io/Resource-Group", "x/y"])
+    | text
+)
+annotation_values = st.sampled_from(["TeslaM40", "gpu", "dcu", "GPU", "", " TeslaM40 "]) | text
+hostile_annotations = maybe_junk(
+    st.dictionaries(annotation_keys, maybe_junk(annotation_values), max_size=5)
+)
+hostile_metadata = maybe_junk(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": maybe_junk(text),
+            "generateName": maybe_junk(text),
+            "namespace": maybe_junk(text),
+            "annotations": hostile_annotations,
+            "labels": json_values,
+            "ownerReferences": maybe_junk(
+                st.lists(st.fixed_dictionaries({"kind": maybe_junk(text)}), max_size=2)
+            ),
+            "uid": json_values,
+        },
+    )
+)
+counts = maybe_junk(st.integers(min_value=-5, max_value=2**70))
+hostile_pod_spec = maybe_junk(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "containers": maybe_junk(st.lists(hostile_container, max_size=4)),
+            "initContainers": maybe_junk(st.lists(hostile_container, max_size=3)),
+            "resources": maybe_junk(
+                st.fixed_dictionaries(
+                    {}, optional={"requests": resource_map, "limits": resource_map}
+                )
+            ),
+            "overhead": resource_map,
+            "activeDeadlineSeconds": counts,
+            "ephemeralContainers": json_values,
+        },
+    )
+)
+hostile_template = maybe_junk(
+    st.fixed_dictionaries({}, optional={"metadata": hostile_metadata, "spec": hostile_pod_spec})
+)
+KINDS = ["Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet",
+         "ReplicationController", "PodTemplate", "ConfigMap", "", "pod", "PodList"]  # fmt: skip
+
+
+@st.composite
+def hostile_objects(draw: st.DrawFn) -> Any:
+    """A Kubernetes-shaped object of any kind, with junk possible at every level."""
+    kind = draw(maybe_junk(st.sampled_from(KINDS)))
+    job_spec = st.fixed_dictionaries(
+        {},
+        optional={
+            "template": hostile_template,
+            "parallelism": counts,
+            "completions": counts,
+            "activeDeadlineSeconds": counts,
+            "suspend": json_values,
+        },
+    )
+    spec: Any
+    if kind == "Pod":
+        spec = draw(hostile_pod_spec)
+    elif kind == "CronJob":
+        spec = draw(
+            maybe_junk(
+                st.fixed_dictionaries(
+                    {
+                        "jobTemplate": maybe_junk(
+                            st.fixed_dictionaries({"spec": maybe_junk(job_spec)})
+                        )
+                    }
+                )
+            )
+        )
+    elif kind == "Job":
+        spec = draw(maybe_junk(job_spec))
+    else:
+        spec = draw(
+            maybe_junk(st.fixed_dictionaries({"template": hostile_template, "replicas": counts}))
+        )
+    obj: dict[str, Any] = {
+        "apiVersion": draw(maybe_junk(st.sampled_from(["v1", "batch/v1", "apps/v1"]))),
+        "kind": kind,
+        "metadata": draw(hostile_metadata),
+        "spec": spec,
+    }
+    if kind == "PodTemplate":
+        obj["template"] = draw(hostile_template)
+    for key in draw(st.lists(text, max_size=2)):
+        obj.setdefault(key, draw(json_values))
+    for key in draw(
+        st.lists(st.sampled_from(["kind", "metadata", "spec", "apiVersion"]), max_size=1)
+    ):
+        del obj[key]
+    return draw(st.one_of(st.just(obj), st.just(obj), st.just(obj), json_values))
+
+
+def run_core(obj: Any, limits: NodeLimits) -> policy.Decision | None:
+    """workload_of -> plan -> choose_accelerator -> decide, as `nodelimits check` does."""
+    w = workloads.workload_of(obj)
+    if isinstance(w, workloads.Skipped):
+        return None
+    planned = policy.plan(w, POLICY)
+    accelerator = policy.choose_accelerator(planned, frozenset({AcceleratorType.GPU}), POLICY)
+    return policy.decide(planned, limits, accelerator, POLICY)
+
+
+# --- no crash -----------------------------------------------------------------------------
+
+
+@FAST
+@given(obj=hostile_objects())
+def test_core_raises_only_its_own_errors(obj: Any) -> None:
+    COUNTS["core: hostile objects"] += 1
+    with contextlib.suppress(*CORE_ERRORS):
+        run_core(obj, node_limits())
+
+
+@FAST
+@given(obj=json_values)
+def test_core_on_random_json_raises_only_its_own_errors(obj: Any) -> None:
+    COUNTS["core: random JSON"] += 1
+    with contextlib.suppress(*CORE_ERRORS):
+        run_core(obj, node_limits())
+    with contextlib.suppress(workloads.InvalidObject):
+        list(workloads.iter_objects(obj))
+
+
+# YAML (nodelimits check) can hand the core keys that are not strings.
+yaml_keys = st.one_of(text, st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False))
+
+
+@FAST
+@given(
+    annotations=st.dictionaries(yaml_keys, text, max_size=4),
+    resources=st.dictionaries(yaml_keys, quantities, max_size=4),
+)
+def test_core_on_non_string_keys_from_yaml(
+    annotations: dict[Any, Any], resources: dict[Any, Any]
+) -> None:
+    COUNTS["core: non-string YAML keys"] += 1
+    obj = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {**annotations, GROUP_KEY.upper(): "TeslaM40"}},
+        "spec": {"containers": [{"resources": {"limits": resources}}]},
+    }
+    with contextlib.suppress(*CORE_ERRORS):
+        run_core(obj, node_limits())
+
+
+@pytest.mark.parametrize("value", ABSURD_QUANTITIES, ids=repr)
+def test_every_absurd_quantity_is_rejected_or_read_exactly(value: Any) -> None:
+    COUNTS["core: absurd quantity table"] += 1
+    obj = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {GROUP_KEY: "TeslaM40"}},
+        "spec": {"containers": [{"resources": {"requests": {"cpu": value}}}]},
+    }
+    try:
+        decision = run_core(obj, node_limits())
+    except CORE_ERRORS:
+        return
+    assert decision is not None
+    # Accepted: only what Kubernetes accepts (non-negative, finite, <= 2^63-1 base units).
+    assert value in ("1e-30", 1e-30, "0.0000000001", "0." + "0" * 400 + "1", "1E3", "-0", "+0",
+                     "9223372036854775807", 0.1, 0, "١٢", "１") or decision.violations  # fmt: skip
+
+
+@settings(max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(min_value=0, max_value=2000), cpu=st.sampled_from(["0", "1m", "10m", "1"]))
+def test_huge_numbers_of_containers_are_decided_in_bounded_time(n: int, cpu: str) -> None:
+    COUNTS["core: up to 2000 containers"] += 1
+    c = {"name": "c", "resources": {"requests": {"cpu": cpu, "nvidia.com/gpu": "0"}}}
+    obj = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {GROUP_KEY: "TeslaM40"}},
+        "spec": {
+            "containers": [c] * n,
+            "initContainers": [{**c, "restartPolicy": "Always"}] * (n // 2),
+        },
+    }
+    decision = run_core(obj, node_limits())
+    assert decision is not None
+    total = {"0": Fraction(0), "1m": Fraction(1, 1000), "10m": Fraction(1, 100), "1": Fraction(1)}[
+        cpu
+    ]
+    assert decision.allowed is (total * (n + n // 2) <= 40)
+
+
+# --- the handler: only AdmissionError, never the internal-error 500 -----------------------
+
+
+def handle(
+    admission: Admission,
+    handler: str,
+    body: Any,
+    old: Any = None,
+    operation: Any = "CREATE",
+    subresource: Any = None,
+) -> list[str]:
+    warnings: list[str] = []
+    asyncio.run(
+        admission.handle(
+            SPECS[handler],
+            body=body,
+            old=old,
+            operation=operation,
+            subresource=subresource,
+            dryrun=False,
+            warnings=warnings,
+            uid="u",
+        )
+    )
+    return warnings
+
+
+def internal_errors(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value(
+        "nodelimits_admission_errors_total", {"reason": "internal"}
+    )
+    return value or 0.0
+
+
+@pytest.fixture(scope="module")
+def admission() -> tuple[Admission, Metrics]:
+    metrics = Metrics()
+    return Admission(Settings(), Provider(), metrics), metrics
+
+
+def mapping_or_empty(value: Any) -> Any:
+    # server.py's _check_review answers 400 for a non-object `object`/`oldObject` before any
+    # handler runs; kopf hands handlers a dict. So the handler sees mappings only.
+    return value if isinstance(value, dict) else {}
+
+
+@FAST
+@given(
+    handler=st.sampled_from(sorted(SPECS)),
+    body=hostile_objects(),
+    old=st.none() | hostile_objects(),
+    operation=st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT", "", None]) | text,
+    subresource=st.sampled_from([None, "resize", "status", "ephemeralcontainers", ""]) | text,
+)
+def test_handler_raises_only_admission_errors_never_internal(
+    admission: tuple[Admission, Metrics], handler: str, body: Any, old: Any, operation: Any,
+    subresource: Any,
+) -> None:  # fmt: skip
+    COUNTS["handler: hostile reviews"] += 1
+    adm, metrics = admission
+    code = None
+    try:
+        handle(adm, handler, mapping_or_empty(body), None if old is None else mapping_or_empty(old),
+               operation, subresource)  # fmt: skip
+    except kopf.AdmissionError as exc:
+        code = exc.code
+    assert code in (None, 400, 403)
+    assert internal_errors(metrics) == 0
+
+
+# --- no allow by junk ---------------------------------------------------------------------
+
+SEMANTIC_SPEC_KEYS = {
+    "containers",
+    "initContainers",
+    "resources",
+    "overhead",
+    "activeDeadlineSeconds",
+}
+SEMANTIC_CONTAINER_KEYS = {"resources", "restartPolicy"}
+junk_dict = st.dictionaries(text, json_values, max_size=4)
+
+
+def not_ours(key: str) -> bool:
+    return key.lower() not in (GROUP_KEY, TYPE_KEY)
+
+
+@st.composite
+def oversized_pods(draw: st.DrawFn) -> dict[str, Any]:
+    """A pod that does not fit TeslaM40 (40 cores, 31888Mi, 2 cards), then junk around it."""
+    over = draw(
+        st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "cpu-limit", "init", "sidecars"])
+    )
+    main: dict[str, Any] = {"name": "main", "image": "x", "resources": {"requests": {"cpu": "1"}}}
+    init: list[dict[str, Any]] = []
+    if over == "cpu":
+        main["resources"]["requests"]["cpu"] = f"{draw(st.integers(40001, 10**9))}m"
+    elif over == "memory":
+        main["resources"]["requests"]["memory"] = f"{draw(st.integers(31889, 10**9))}Mi"
+    elif over == "nvidia.com/gpu":
+        main["resources"]["limits"] = {"nvidia.com/gpu": draw(st.integers(3, 10**6))}
+    elif over == "cpu-limit":
+        main["resources"]["limits"] = {"cpu": str(draw(st.integers(41, 10**6)))}
+    elif over == "init":
+        init = [{"name": "i", "resources": {"requests": {"cpu": "41"}}}]
+    else:  # two sidecars of 20 cores + the app's 1 core: 41 > 40
+        init = [
+            {"name": f"s{i}", "restartPolicy": "Always", "resources": {"requests": {"cpu": "20"}}}
+            for i in range(2)
+        ]
+    for key, value in draw(junk_dict).items():
+        if key not in SEMANTIC_CONTAINER_KEYS:
+            main.setdefault(key, value)
+    spec: dict[str, Any] = {"containers": [main]}
+    if init:
+        spec["initContainers"] = init
+    # Extra junk containers that ask for nothing (or are wrong-typed: then the object is invalid).
+    spec["containers"] += draw(
+        st.lists(st.fixed_dictionaries({"name": text, "image": text}), max_size=3)
+    )
+    for key, value in draw(junk_dict).items():
+        if key not in SEMANTIC_SPEC_KEYS:
+            spec.setdefault(key, value)
+    notes = {
+        k: v
+        for k, v in draw(st.dictionaries(text, maybe_junk(text), max_size=5)).items()
+        if not_ours(k)
+    }
+    notes[GROUP_KEY] = "TeslaM40"
+    meta: dict[str, Any] = {"name": draw(text) or "p", "namespace": "team-a", "annotations": notes}
+    for key, value in draw(junk_dict).items():
+        if key not in ("annotations", "name", "namespace", "generateName"):
+            meta.setdefault(key, value)
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    for key, value in draw(junk_dict).items():
+        if key not in ("kind", "metadata", "spec", "apiVersion"):
+            obj.setdefault(key, value)
+    return obj
+
+
+def as_job(pod_obj: dict[str, Any]) -> dict[str, Any]:
+    meta = pod_obj["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": meta["name"], "namespace": "team-a", "labels": {"junk": "1"}},
+        "spec": {"template": {"metadata": meta, "spec": pod_obj["spec"]}, "backoffLimit": 0},
+    }
+
+
+@FAST
+@given(obj=oversized_pods())
+def test_junk_never_turns_a_denial_into_an_allow_in_the_core(obj: dict[str, Any]) -> None:
+    COUNTS["no allow by junk: core"] += 1
+    for candidate in (obj, as_job(obj)):
+        try:
+            decision = run_core(candidate, node_limits())
+        except CORE_ERRORS:
+            continue  # invalid is a denial (400) in the handler
+        assert decision is not None
+        assert not decision.allowed, candidate
+
+
+@FAST
+@given(obj=oversized_pods(), fitting_old=st.booleans())
+def test_junk_never_turns_a_denial_into_an_allow_in_the_handler(
+    admission: tuple[Admission, Metrics], obj: dict[str, Any], fitting_old: bool
+) -> None:
+    COUNTS["no allow by junk: handler"] += 1
+    adm, metrics = admission
+    with pytest.raises(kopf.AdmissionError) as denied:
+        handle(adm, "pods", obj)
+    assert denied.value.code in (400, 403)
+    # A Job UPDATE to the oversized template (from one that fits) is denied as well.
+    old = as_job({"metadata": {"name": "p", "annotations": {GROUP_KEY: "TeslaM40"}},
+                  "spec": {"containers": [{"name": "main"}]}}) if fitting_old else None  # fmt: skip
+    with pytest.raises(kopf.AdmissionError):
+        handle(adm, "jobs", as_job(obj), old=old, operation="UPDATE" if fitting_old else "CREATE")
+    assert internal_errors(metrics) == 0
+
+
+# --- the oracle ---------------------------------------------------------------------------
+# Quantities are generated as (exact value, text); the reference never parses text.
+
+
+@st.composite
+def cpu_quantity(draw: st.DrawFn) -> tuple[Fraction, Any]:
+    milli = draw(st.integers(0, 60_000))
+    form = draw(st.sampled_from(["m", "cores", "int", "exp"]))
+    if form == "m":
+        return Fraction(milli, 1000), f"{milli}m"
+    cores = milli // 1000
+    if form == "int":
+        return Fraction(cores), cores
+    if form == "exp" and cores % 10 == 0:
+        return Fraction(cores), f"{cores // 10}e1"
+    return Fraction(cores), str(cores)
+
+
+@st.composite
+def memory_quantity(draw: st.DrawFn) -> tuple[Fraction, Any]:
+    mib = draw(st.integers(0, 40_000))
+    form = draw(st.sampled_from(["Mi", "Gi", "Ki", "bytes", "M"]))
+    if form == "Mi":
+        return Fraction(mib * MiB), f"{mib}Mi"
+    if form == "Gi":
+        return Fraction((mib // 1024) * 1024 * MiB), f"{mib // 1024}Gi"
+    if form == "Ki":
+        return Fraction(mib * 1024 * 1024), f"{mib * 1024}Ki"
+    if form == "M":
+        return Fraction(mib * 10**6), f"{mib}M"
+    extra = draw(st.integers(0, 1))  # one byte over a whole MiB
+    return Fraction(mib * MiB + extra), str(mib * MiB + extra)
+
+
+RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
+
+
+@st.composite
+def resource_list(draw: st.DrawFn) -> dict[str, tuple[Fraction, Any]]:
+    out: dict[str, tuple[Fraction, Any]] = {}
+    if draw(st.booleans()):
+        out["cpu"] = draw(cpu_quantity())
+    if draw(st.booleans()):
+        out["memory"] = draw(memory_quantity())
+    if draw(st.booleans()):
+        cards = draw(st.integers(0, 4))
+        out["nvidia.com/gpu"] = (Fraction(cards), draw(st.sampled_from([cards, str(cards)])))
+    if draw(st.booleans()):  # never counts: a fraction of a card, an unrelated device
+        out[draw(st.sampled_from(["nvidia.com/gpumem", "example.com/foo"]))] = (Fraction(0), "1000")
+    return out
+
+
+@dataclass
+class RefContainer:
+    requests: dict[str, Fraction]
+    limits: dict[str, Fraction]
+    sidecar: bool
+
+
+@st.composite
+def valid_pods(
+    draw: st.DrawFn,
+) -> tuple[dict[str, Any], list[RefContainer], list[RefContainer], dict[str, Fraction]]:
+    def one(name: str, init: bool) -> tuple[dict[str, Any], RefContainer]:
+        req, lim = draw(resource_list()), draw(resource_list())
+        for name_, (value, _) in list(
+            lim.items()
+        ):  # devices: request == limit, as the API requires
+            if "/" in name_ and name_ in req and req[name_][0] != value:
+                del req[name_]
+        sidecar = init and draw(st.booleans())
+        resources = {}
+        if req:
+            resources["requests"] = {k: t for k, (_, t) in req.items()}
+        if lim:
+            resources["limits"] = {k: t for k, (_, t) in lim.items()}
+        raw: dict[str, Any] = {"name": name, "image": "x"}
+        if resources:
+            raw["resources"] = resources
+        if sidecar:
+            raw["restartPolicy"] = "Always"
+        ref_req = {k: v for k, (v, _) in req.items() if k in RESOURCES}
+        ref_lim = {k: v for k, (v, _) in lim.items() if k in RESOURCES}
+        return raw, RefContainer({**ref_lim, **ref_req}, ref_lim, sidecar)
+
+    apps = [one(f"c{i}", False) for i in range(draw(st.integers(1, 4)))]
+    inits = [one(f"i{i}", True) for i in range(draw(st.integers(0, 3)))]
+    spec: dict[str, Any] = {"containers": [raw for raw, _ in apps]}
+    if inits:
+        spec["initContainers"] = [raw for raw, _ in inits]
+    overhead: dict[str, Fraction] = {}
+    if draw(st.booleans()):  # RuntimeClass overhead: added to requests, to set limits only
+        milli = draw(st.integers(0, 2000))
+        spec["overhead"] = {"cpu": f"{milli}m"}
+        overhead = {"cpu": Fraction(milli, 1000)}
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "team-a", "annotations": {GROUP_KEY: "TeslaM40"}},
+        "spec": spec,
+    }
+    return obj, [r for _, r in apps], [r for _, r in inits], overhead
+
+
+def reference_total(
+    apps: list[RefContainer], inits: list[RefContainer], which: str
+) -> dict[str, Fraction]:
+    """reference/kubernetes.md §1.2 steps 2-4, for requests or limits."""
+    total: dict[str, Fraction] = {}
+    for c in apps:
+        for r, v in getattr(c, which).items():
+            total[r] = total.get(r, Fraction(0)) + v
+    side: dict[str, Fraction] = {}
+    peak: dict[str, Fraction] = {}
+    for c in inits:
+        own: dict[str, Fraction] = getattr(c, which)
+        if c.sidecar:
+            for r, v in own.items():
+                total[r] = total.get(r, Fraction(0)) + v
+                side[r] = side.get(r, Fraction(0)) + v
+            for r, v in side.items():
+                peak[r] = max(peak.get(r, Fraction(0)), v)
+        else:
+            for r in set(own) | set(side):
+                peak[r] = max(
+                    peak.get(r, Fraction(0)), own.get(r, Fraction(0)) + side.get(r, Fraction(0))
+                )
+    for r, v in peak.items():
+        total[r] = max(total.get(r, Fraction(0)), v)
+    return total
+
+
+limit_sets = st.builds(
+    lambda cpu, mem, cards, nv: node_limits(cpu=cpu, memory_mi=mem, cards=cards, nv=nv),
+    cpu=st.integers(0, 64),
+    mem=st.integers(0, 40_000),
+    cards=st.integers(0, 4),
+    nv=st.integers(0, 4),
+)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(generated=valid_pods(), limits=limit_sets)
+def test_oracle_decide_allows_iff_every_resource_fits(generated: Any, limits: NodeLimits) -> None:
+    COUNTS["oracle: valid pods"] += 1
+    obj, apps, inits, overhead = generated
+    requests = reference_total(apps, inits, "requests")
+    lims = reference_total(apps, inits, "limits")
+    for r, v in overhead.items():
+        requests[r] = requests.get(r, Fraction(0)) + v
+        if lims.get(r):
+            lims[r] += v
+    caps = {
+        "cpu": Fraction(limits.cpuNumber),
+        "memory": Fraction(limits.memorySize * MiB),
+        "nvidia.com/gpu": Fraction(
+            min(limits.gpuNumber, limits.nvLimits) if limits.nvLimits > 0 else limits.gpuNumber
+        ),
+    }
+    fits = all(
+        amounts.get(r, Fraction(0)) <= cap
+        for amounts in (requests, lims)
+        for r, cap in caps.items()
+    )
+    decision = run_core(obj, limits)
+    assert decision is not None
+    assert decision.allowed is fits, (decision.violations, requests, lims, caps)
+    over = {v.resource for v in decision.violations}
+    expected = {r for r, cap in caps.items() if max(requests.get(r, 0), lims.get(r, 0)) > cap}
+    assert over == expected
