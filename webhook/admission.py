@@ -106,6 +106,10 @@ class EphemeralMemories(ResourceMemories):
     ) -> Any:
         return await super().recall_memo(raw_body, memobase=memobase, ephemeral=True)
 
+    def retained(self) -> int:
+        """Memos held (always 0 unless kopf changes how admission recalls them)."""
+        return len(self._items)
+
 
 def _relevant(obj: Mapping[str, Any]) -> tuple[object, ...] | None:
     """What an UPDATE must change for the verdict to change."""

@@ -116,3 +116,13 @@ class Metrics:
             "Times the serving certificate files changed and were reloaded.",
             registry=r,
         )
+        self.asyncio_tasks = Gauge(
+            "nodelimits_asyncio_tasks",
+            "asyncio tasks alive in the serving process (a leak shows as growth).",
+            registry=r,
+        )
+        self.kopf_memos = Gauge(
+            "nodelimits_kopf_memos",
+            "Per-object memos kopf retains (0 with EphemeralMemories: nothing frees them).",
+            registry=r,
+        )

@@ -186,10 +186,13 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
             log.info("webhooks: %s", ", ".join(h.path for h in registered))
             stop = asyncio.Event()
             existing = set(asyncio.all_tasks())
+            memories = EphemeralMemories()
+            metrics.kopf_memos.set_function(memories.retained)
+            metrics.asyncio_tasks.set_function(_task_count)
             tasks = await kopf.spawn_tasks(
                 registry=registry,
                 settings=kopf_settings(settings, server),
-                memories=EphemeralMemories(),
+                memories=memories,
                 standalone=True,
                 clusterwide=True,
                 stop_flag=stop,
@@ -198,6 +201,13 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
             await kopf.run_tasks(tasks, ignored=existing)
     finally:
         await probes.cleanup()
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the serving loop
+        return 0
 
 
 def _install_shutdown(state: ServingState, stop: asyncio.Event, settings: Settings) -> None:
