@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,8 +30,10 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -257,9 +260,14 @@ class ServerSettings(_Model):
 class AdmissionSettings(_Model):
     mode: EnforcementMode = EnforcementMode.DENY
     failure_mode: FailureMode = FailureMode.CLOSED
-    kinds: tuple[
-        Literal["Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"],
-        ...,
+    kinds: Annotated[
+        tuple[
+            Literal[
+                "Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"
+            ],
+            ...,
+        ],
+        NoDecode,  # NODELIMITS_ADMISSION__KINDS=Pod,Job rather than a JSON list
     ] = ("Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
     """Kinds with a handler; a kind not listed is allowed unchecked."""
     timeout_seconds: Annotated[int, Field(ge=1, le=30)] = 5
@@ -268,9 +276,14 @@ class AdmissionSettings(_Model):
     @field_validator("kinds", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
-        return (
-            [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
-        )
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):  # a JSON list, as other list settings take
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError(f"not a JSON list: {value!r}") from None
+        return [k.strip() for k in value.split(",") if k.strip()]
 
 
 class Settings(BaseSettings):
@@ -345,5 +358,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return settings_cls(**overrides)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors(include_url=False)]) from None
+    except SettingsError as exc:  # a value a source could not parse; names field and source
+        raise ConfigError([f"settings: {exc}"]) from None
     except (OSError, ValueError) as exc:  # YAML syntax, unreadable file
         raise ConfigError([f"{CONFIG_FILE_ENV}: {exc}"]) from None
