@@ -116,6 +116,11 @@ class Metrics:
             "Times the serving certificate files changed and were reloaded.",
             registry=r,
         )
+        self.cert_reload_errors = Counter(
+            "nodelimits_tls_reload_errors_total",
+            "Times changed certificate files could not be loaded (the old one kept serving).",
+            registry=r,
+        )
         self.asyncio_tasks = Gauge(
             "nodelimits_asyncio_tasks",
             "asyncio tasks alive in the serving process (a leak shows as growth).",
