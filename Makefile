@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP_STAMP := .cache/pip.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast demo check-examples bench testbin cluster clean
+.PHONY: help install lint test test-fast demo check-examples bench soak testbin cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -37,6 +37,10 @@ check-examples: install  ## offline: `nodelimits check` over examples/ (no clust
 bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_policy
 	$(PYTHON) -m bench.bench_check
+
+SOAK_ARGS ?= --duration 600 --rate 200
+soak: install  ## 10-min soak: mixed load, flapping platform, cert rotation (SOAK_ARGS='--duration 60')
+	$(PYTHON) tools/soak.py $(SOAK_ARGS)
 
 cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-C stops it
 	$(PYTHON) -m tests.e2e.controlplane

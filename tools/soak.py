@@ -437,7 +437,10 @@ def render(summary: dict[str, Any], args: argparse.Namespace, problems: list[str
         for r in rot
     )
     kinds = sorted({k for _, _, k in s["fault_windows"]})
-    cmd = f"make soak SOAK_ARGS='--duration {args.duration:g} --rate {args.rate:g}'"
+    cmd = (
+        f"make soak SOAK_ARGS='--duration {args.duration:g} --rate {args.rate:g} "
+        f"--rotations {args.rotations} --seed {args.seed}'"
+    )
     lines = [
         BEGIN,
         f"Measured {s['date']} on the development machine (2 cores; the client, simulator, "
