@@ -109,14 +109,17 @@ def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
 def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping):
+    # `type(...) is dict` first: decoded JSON is always a dict, and the ABC check is slow.
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidQuantity(field, raw, "expected a map of resource name to quantity")
     out: dict[str, Decimal] = {}
     for key, value in raw.items():
         try:
-            out[str(key)] = parse_quantity(value)
-        except InvalidQuantity as exc:  # name the field only on failure: the hot path stays lean
-            raise InvalidQuantity(f"{field}.{key}", value, exc.reason) from None
+            # Strings (the common case) go straight to the memoised parser.
+            out[str(key)] = _parse_text(value) if type(value) is str else parse_quantity(value)
+        except ValueError as exc:  # name the field only on failure: the hot path stays lean
+            reason = exc.reason if isinstance(exc, InvalidQuantity) else str(exc)
+            raise InvalidQuantity(f"{field}.{key}", value, reason) from None
     return out
 
 
@@ -139,10 +142,10 @@ class _Container(NamedTuple):
 
 
 def _container(raw: object, field: str, *, init: bool) -> _Container:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidQuantity(field, raw, "a container must be an object")
     resources = raw.get("resources") or {}
-    if not isinstance(resources, Mapping):
+    if type(resources) is not dict and not isinstance(resources, Mapping):
         raise InvalidQuantity(f"{field}.resources", resources, "expected an object")
     try:
         limits = _resource_map(resources.get("limits"), "limits")
