@@ -63,6 +63,7 @@ PASSWORD_TOKENS_PATH = "/ac/openapi/v2/tokens"  # noqa: S105 - a path
 NEXT_TOKEN_PATH = "/ac/openapi/v2/tokens/next"  # noqa: S105 - a path
 PLATFORM_CLUSTER_ID = "0"  # the platform-level token: useless for container APIs
 RENEWABLE_AFTER_EXPIRY = 24 * 3600.0  # tokens/next works up to 24 h after expiry
+RETRY_PAUSE_MIN, RETRY_PAUSE_MAX = 1.0, 30.0  # seconds between failed early refreshes
 _REGIONS = TypeAdapter(tuple[RegionToken, ...])
 
 
@@ -348,7 +349,9 @@ class IssuedToken:
     One lock makes refreshes single-flight: N requests that find the token due wait for
     one renewal. Renewal uses ``tokens/next`` while the old token is renewable and falls
     back to issuing afresh; if both fail while the old token is still valid, the old one
-    is kept (it works until ``expireTime``) and the next request tries again.
+    is kept (it works until ``expireTime``) and the refresh is tried again after a pause
+    (1-30 s), not by every request. A refresh ahead of expiry costs the request that runs
+    it at most ``request_timeout`` (a blackholed token endpoint must not stall admission).
     """
 
     def __init__(
@@ -367,6 +370,7 @@ class IssuedToken:
         self._wall_clock = wall_clock
         self._held: _Held | None = None
         self._lock = asyncio.Lock()
+        self._retry_at = 0.0  # wall clock: no refresh before this while the token is valid
 
     def __repr__(self) -> str:
         expires = self._held.expires if self._held else None
@@ -377,7 +381,10 @@ class IssuedToken:
             return True
         if held.expires is None:
             return False
-        return self._wall_clock() >= held.expires - self._settings.token_refresh_margin
+        now = self._wall_clock()
+        if now < self._retry_at and now < held.expires:
+            return False  # a refresh just failed; the token still works: keep it a while
+        return now >= held.expires - self._settings.token_refresh_margin
 
     async def token(self) -> str | None:
         held = self._held
@@ -385,10 +392,34 @@ class IssuedToken:
             assert held is not None
             return held.value.get_secret_value()
         async with self._lock:
-            if self._due(self._held):
-                self._held = await self._obtain(self._held, force=False)
+            held = self._held
+            if self._due(held):
+                valid = held is not None and self._wall_clock() < (held.expires or 0.0)
+                if valid and held is not None:
+                    # Renewing ahead of expiry runs on the admission path: it may cost at
+                    # most one request_timeout, however the platform fails.
+                    self._held = await self._bounded_renewal(held)
+                    return self._held.value.get_secret_value()
+                self._held = await self._obtain(held, force=False)
             assert self._held is not None
             return self._held.value.get_secret_value()
+
+    async def _bounded_renewal(self, held: _Held) -> _Held:
+        try:
+            async with asyncio.timeout(self._settings.request_timeout):
+                return await self._obtain(held, force=False)
+        except TimeoutError:
+            self._metrics.token_refreshes.labels(self._issuer.method, "error").inc()
+            self._keep(held)
+            log.warning("token refresh timed out; the current token is valid until expiry")
+            return held
+
+    def _keep(self, held: _Held) -> None:
+        """Keep a still-valid token after a failed refresh; retry after a pause, not at
+        once (every admission request would otherwise pay for the failing refresh)."""
+        now = self._wall_clock()
+        left = (held.expires or now) - now
+        self._retry_at = now + min(RETRY_PAUSE_MAX, max(RETRY_PAUSE_MIN, left / 10))
 
     async def refresh(self, rejected: str | None) -> str | None:
         async with self._lock:
@@ -416,6 +447,7 @@ class IssuedToken:
             self._metrics.token_refreshes.labels(self._issuer.method, "error").inc()
             if old is not None and old.expires is not None and now < old.expires and not force:
                 log.warning("token refresh failed; the current token is valid until expiry")
+                self._keep(old)
                 return old
             raise
         return self._hold(fresh, self._issuer.method)
@@ -426,6 +458,7 @@ class IssuedToken:
 
     def _hold(self, token: str, method: str) -> _Held:
         held = _Held(SecretStr(token), token_expiry(token))
+        self._retry_at = 0.0
         self._metrics.token_refreshes.labels(method, "ok").inc()
         self._metrics.token_expiry.set(held.expires or 0)
         log.info("obtained a platform token by %s, expires at %s", method, held.expires)

@@ -383,3 +383,43 @@ async def test_no_secret_appears_in_any_repr_message_or_log(
     for secret in (token, ACCOUNT.accessKey, ACCOUNT.secretKey, ACCOUNT.password, ACCOUNT.orgId):
         assert secret is not None
         assert secret not in text
+
+
+async def test_failed_early_refresh_is_not_retried_by_every_request(
+    http: httpx.AsyncClient, platform: Platform, clock: Clock
+) -> None:
+    provider = issued(http, clock)
+    old = await provider.token()
+    platform.renewal_fails = platform.issue_fails = True
+    clock.now += 3400  # inside the margin, still valid
+    assert await provider.token() == old
+    calls = len(platform.requests)
+    assert await provider.token() == old
+    assert len(platform.requests) == calls  # pausing, not hammering the platform
+    clock.now += 31  # after the pause: tried again
+    platform.renewal_fails = False
+    assert await provider.token() != old
+
+
+async def test_early_refresh_of_a_valid_token_costs_at_most_one_request_timeout(
+    clock: Clock,
+) -> None:
+    calls = 0
+
+    async def first_issue_then_blackhole(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await asyncio.sleep(30)
+        return httpx.Response(200, json=envelope(regions(jwt(clock() + 3600))))
+
+    transport = httpx.MockTransport(first_issue_then_blackhole)
+    async with httpx.AsyncClient(transport=transport) as client:
+        provider = issued(client, clock, request_timeout=0.2)
+        old = await provider.token()
+        clock.now += 3400  # inside the margin, still valid for 200 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(*(provider.token() for _ in range(5)))
+        assert loop.time() - started < 0.5  # one bounded attempt, not five in a row
+        assert set(results) == {old}
