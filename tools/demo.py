@@ -9,6 +9,7 @@ prints. Interactive: stays up for your own manifests until Ctrl-C. Otherwise: st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import sys
@@ -85,10 +86,8 @@ def main() -> int:
                     )
                     stopped = threading.Event()
                     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-                    try:
+                    with contextlib.suppress(KeyboardInterrupt):
                         stopped.wait()
-                    except KeyboardInterrupt:
-                        pass
                 else:
                     say("(run `make demo` in a terminal to keep it up for your own manifests)", DIM)
     finally:
