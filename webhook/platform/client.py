@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -189,6 +190,26 @@ async def call(
     timeout: httpx.Timeout,
 ) -> Envelope:
     """One attempt: the envelope of a successful answer, or a :class:`PlatformError`."""
+    return await call_parsed(http, request, metrics, timeout=timeout, parse=_itself)
+
+
+def _itself(envelope: Envelope) -> Envelope:
+    return envelope
+
+
+async def call_parsed(
+    http: httpx.AsyncClient,
+    request: Call,
+    metrics: Metrics,
+    *,
+    timeout: httpx.Timeout,
+    parse: Callable[[Envelope], T],
+) -> T:
+    """One attempt whose successful envelope's ``data`` is read by ``parse``.
+
+    ``parse`` raising :class:`MalformedResponse` counts the answer as ``malformed``, not
+    ``ok``: an answer with unusable ``data`` is not a successful request.
+    """
     started = time.perf_counter()
     outcome, code = "unavailable", ""
     try:
@@ -216,8 +237,13 @@ async def call(
         if not envelope.ok:
             outcome = "rejected"
             raise translate(request, envelope=envelope)
+        try:
+            parsed = parse(envelope)
+        except MalformedResponse:
+            outcome = "malformed"
+            raise
         outcome = "ok"
-        return envelope
+        return parsed
     finally:
         metrics.platform_requests.labels(request.endpoint, outcome, code).inc()
         metrics.platform_duration.labels(request.endpoint).observe(time.perf_counter() - started)
@@ -286,11 +312,14 @@ class PlatformClient:
                 params={"resourceGroup": group, "acceleratorType": accelerator.value},
                 resource_group=group,
             )
-            envelope = await self._authed(request, timeout)
-            if not isinstance(envelope.data, dict):
-                raise translate(request, exc=_Short("data is not an object"))
-            data = {**envelope.data, "acceleratorType": accelerator.value}
-            return _validate(NodeLimits.model_validate, data, request)
+
+            def parse(envelope: Envelope) -> NodeLimits:
+                if not isinstance(envelope.data, dict):
+                    raise translate(request, exc=_Short("data is not an object"))
+                data = {**envelope.data, "acceleratorType": accelerator.value}
+                return _validate(NodeLimits.model_validate, data, request)
+
+            return await self._authed(request, timeout, parse)
 
         return await self._retrying(attempt, group)
 
@@ -299,8 +328,11 @@ class PlatformClient:
 
         async def attempt(timeout: httpx.Timeout) -> tuple[ResourceGroupEntry, ...]:
             request = await self._ai_call(RESOURCE_GROUPS_PATH, "resource-group")
-            envelope = await self._authed(request, timeout)
-            return _validate(_GROUPS.validate_python, envelope.data, request)
+            return await self._authed(
+                request,
+                timeout,
+                lambda envelope: _validate(_GROUPS.validate_python, envelope.data, request),
+            )
 
         return await self._retrying(attempt, None)
 
@@ -335,20 +367,24 @@ class PlatformClient:
                 resource_group=group,
             ) from exc
 
-    async def _authed(self, request: Call, timeout: httpx.Timeout) -> Envelope:
+    async def _authed(
+        self, request: Call, timeout: httpx.Timeout, parse: Callable[[Envelope], T]
+    ) -> T:
         """Send with the current token; on an auth refusal, refresh it once and resend."""
         token = await self._tokens.token()
         try:
-            return await self._send(_with_token(request, token), timeout)
+            return await self._send(_with_token(request, token), timeout, parse)
         except PlatformAuthError:
             fresh = await self._tokens.refresh(token)
             if fresh is None or fresh == token:
                 raise
             log.info("platform refused the token; retrying %s with a fresh one", request.endpoint)
-            return await self._send(_with_token(request, fresh), timeout)
+            return await self._send(_with_token(request, fresh), timeout, parse)
 
-    async def _send(self, request: Call, timeout: httpx.Timeout) -> Envelope:
-        return await call(self._http, request, self._metrics, timeout=timeout)
+    async def _send(
+        self, request: Call, timeout: httpx.Timeout, parse: Callable[[Envelope], T]
+    ) -> T:
+        return await call_parsed(self._http, request, self._metrics, timeout=timeout, parse=parse)
 
     async def _ai_call(
         self,
@@ -373,14 +409,32 @@ class PlatformClient:
             timeout = httpx.Timeout(
                 self._settings.request_timeout, connect=self._settings.connect_timeout
             )
-            envelope = await self._authed(request, timeout)
-            info = _validate(CenterInfo.model_validate, envelope.data, request)
-            enabled = [u.url for u in info.aiUrls if u.enabled]
-            if not enabled:
-                raise translate(request, exc=_Short("no enabled aiUrls entry"))
-            self._base = ai_base(enabled[0])
+
+            def parse(envelope: Envelope) -> str:
+                info = _validate(CenterInfo.model_validate, envelope.data, request)
+                enabled = [u.url for u in info.aiUrls if u.enabled]
+                usable = [u for u in enabled if _is_http_url(u)]
+                if not usable:
+                    what = "http(s) " if enabled else ""
+                    raise translate(request, exc=_Short(f"no enabled {what}aiUrls entry"))
+                return usable[0]
+
+            self._base = ai_base(await self._authed(request, timeout, parse))
             log.info("discovered the AI service at %s", self._base)
             return self._base
+
+
+def _is_http_url(url: str) -> bool:
+    """An absolute http(s) URL with a host: the only kind of ``aiUrls`` entry we call.
+
+    The token travels in a header to whatever the center names; a ``file:``, scheme-less
+    or host-less entry is refused rather than handed to the HTTP client.
+    """
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _with_token(request: Call, token: str | None) -> Call:

@@ -348,3 +348,55 @@ async def test_each_attempt_is_counted_by_outcome_and_code(http: httpx.AsyncClie
         )
         == 1
     )
+
+
+@respx.mock
+async def test_answer_with_unusable_data_is_counted_malformed_not_ok(
+    http: httpx.AsyncClient,
+) -> None:
+    wrong = limits_data(cpuNumber="40")  # the platform's numbers as strings
+    respx.get(LIMITS_URL).mock(return_value=answer(envelope(wrong)))
+    metrics = Metrics()
+    client = PlatformClient(
+        http, platform_settings(CENTER, base_url=BASE, token_source="none"), FakeTokens(), metrics
+    )
+    with pytest.raises(MalformedResponse):
+        await client.node_limits("TeslaM40", GPU)
+    sample = metrics.registry.get_sample_value
+    labels = {"endpoint": "resources", "code": "0"}
+    assert sample("nodelimits_platform_requests_total", {**labels, "outcome": "ok"}) is None
+    assert sample("nodelimits_platform_requests_total", {**labels, "outcome": "malformed"}) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://ai.example.test/ai",
+        "//ai.example.test/ai",
+        "ai.example.test/ai",
+        "https:///ai",
+        "javascript:alert(1)",
+    ],
+)
+@respx.mock
+async def test_center_discovery_only_follows_http_urls(http: httpx.AsyncClient, url: str) -> None:
+    respx.get(f"{CENTER}/ac/openapi/v2/center").mock(
+        return_value=center_answer({"enable": "true", "url": url})
+    )
+    with pytest.raises(MalformedResponse, match=r"no enabled http\(s\) aiUrls"):
+        await make_client(http, base_url=None).node_limits("TeslaM40", GPU)
+    assert len(respx.calls) == 1  # the center only: nothing was sent to the entry
+
+
+@respx.mock
+async def test_center_discovery_skips_non_http_entries(http: httpx.AsyncClient) -> None:
+    respx.get(f"{CENTER}/ac/openapi/v2/center").mock(
+        return_value=center_answer(
+            {"enable": "true", "url": "file:///var/run/secrets/token"},
+            {"enable": "true", "url": f"{BASE}/ai"},
+        )
+    )
+    route = respx.get(LIMITS_URL).mock(return_value=answer())
+    await make_client(http, base_url=None).node_limits("TeslaM40", GPU)
+    assert route.call_count == 1
