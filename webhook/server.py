@@ -17,6 +17,7 @@ import hashlib
 import logging
 import re
 import signal
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,13 @@ class NodelimitsWebhookServer(kopf.WebhookServer):
         self.state = state
         self.metrics = metrics
         self.known_ids = known_ids
+
+    def _build_ssl(self) -> tuple[bytes | None, ssl.SSLContext | None]:
+        # TLS 1.2 is the floor whatever the Python or OpenSSL defaults of the image say.
+        cadata, context = super()._build_ssl()
+        if context is not None:
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return cadata, context
 
     @staticmethod
     async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
