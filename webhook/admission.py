@@ -258,19 +258,22 @@ class Admission:
 
     def _refused(self, subject: str, exc: PlatformRejected, log: dict[str, Any]) -> Verdict:
         known = ErrorCode.lookup(exc.code)
-        meaning = known.meaning if known else "unexpected platform error"
+        # Not a platform code (an HTTP 401, an unreadable token file, no region token):
+        # the error's own text says what happened, and it never holds a secret.
+        meaning = known.meaning if known else str(exc)
         log[LogKey.ERROR] = f"platform {exc.code}: {meaning}"
         self.metrics.admission_errors.labels(reason=_metric_code(exc.code)).inc()
+        auth = isinstance(exc, PlatformAuthError)
         who = (
             "the platform refused nodelimits' account"
-            if isinstance(exc, PlatformAuthError)
+            if auth
             else "the platform rejected nodelimits' request"
         )
+        check = "platform credentials" if auth else "configuration and logs"
         return Outcome.ERROR, kopf.AdmissionError(
             f"nodelimits: cannot check {subject}{_group_of(log, exc)}: {who} "
-            f"({exc.code}: {meaning}); ask the cluster operators to check nodelimits' "
-            "platform credentials",
-            code=403 if isinstance(exc, PlatformAuthError) else 500,
+            f"({exc.code}: {meaning}); ask the cluster operators to check nodelimits' {check}",
+            code=403 if auth else 500,
         )
 
     def _unavailable(

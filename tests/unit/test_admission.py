@@ -16,6 +16,7 @@ from webhook.metrics import Metrics
 from webhook.platform.errors import (
     MalformedResponse,
     PlatformAuthError,
+    PlatformRejected,
     PlatformUnavailable,
     UnknownResourceGroup,
 )
@@ -230,6 +231,37 @@ async def test_refused_account_denies_even_when_failing_open() -> None:
     assert "the platform refused nodelimits' account (10007: the platform account is frozen)" in (
         str(denied.value)
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (
+            PlatformAuthError(
+                "platform resources: HTTP 401, code 10008: bad token", code="http_401"
+            ),
+            403,
+            "(http_401: platform resources: HTTP 401, code 10008: bad token); ask the cluster "
+            "operators to check nodelimits' platform credentials",
+        ),
+        (
+            PlatformRejected("platform resources: code 10003", code="10003"),
+            500,
+            "the platform rejected nodelimits' request (10003: missing request parameters); "
+            "ask the cluster operators to check nodelimits' configuration and logs",
+        ),
+    ],
+    ids=["http-401", "10003"],
+)
+async def test_refusals_tell_operators_what_happened(
+    error: PlatformRejected, code: int, says: str
+) -> None:
+    admission, _ = make(Provider(error))
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, pod())
+    assert denied.value.code == code
+    assert says in str(denied.value)
+    assert "unexpected platform error" not in str(denied.value)
 
 
 async def test_stale_limits_from_a_failing_platform_carry_a_warning() -> None:
