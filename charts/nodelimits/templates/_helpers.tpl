@@ -149,11 +149,16 @@ matchExpressions:
 CEL that is true when the object, or the pod template at `template`, carries the group
 annotation. Each step is guarded with has(): a CEL error counts as a webhook failure and
 failurePolicy Fail would then reject the object.
+The key matches in any case (`NodeLimits.io/Resource-Group`), as the server and
+`nodelimits check` read it: otherwise such an object would be allowed unchecked online
+but rejected offline (docs/reliability.md, "No bypass").
 Called with (dict "key" <annotation> "template" <dotted path or "">).
 */}}
 {{- define "nodelimits.annotatedExpression" -}}
 {{- $key := .key | quote -}}
-{{- $own := printf "(has(object.metadata.annotations) && %s in object.metadata.annotations)" $key -}}
+{{- $folded := .key | lower | quote -}}
+{{- $has := "(%s in %s || %s.exists(k, k.lowerAscii() == %s))" -}}
+{{- $own := printf "(has(object.metadata.annotations) && %s)" (printf $has $key "object.metadata.annotations" "object.metadata.annotations" $folded) -}}
 {{- if .template -}}
 {{- $guards := list -}}
 {{- $path := "object" -}}
@@ -161,7 +166,7 @@ Called with (dict "key" <annotation> "template" <dotted path or "">).
 {{- $path = printf "%s.%s" $path . -}}
 {{- $guards = append $guards (printf "has(%s)" $path) -}}
 {{- end -}}
-{{- printf "%s || (%s && %s in %s)" $own (join " && " $guards) $key $path -}}
+{{- printf "%s || (%s && %s)" $own (join " && " $guards) (printf $has $key $path $path $folded) -}}
 {{- else -}}
 {{- $own -}}
 {{- end -}}
