@@ -71,8 +71,17 @@ class Generated:
 class ReviewGenerator:
     """Seeded AdmissionReviews and their expected verdicts (the core over a limits file)."""
 
-    def __init__(self, limits_file: Path, *, seed: int = 1, namespaces: int = 50) -> None:
+    def __init__(
+        self,
+        limits_file: Path,
+        *,
+        seed: int = 1,
+        namespaces: int = 50,
+        operations: tuple[str, ...] = ("CREATE", "UPDATE"),
+    ) -> None:
         self.rng = random.Random(seed)
+        self.shapes = [s for s in self._SHAPES if s[2] in operations]
+        self.weights = [s[0] for s in self.shapes]
         data = load_limits_file(limits_file)
         self.limits = StaticLimits(data)
         self.groups = [
@@ -143,7 +152,6 @@ class ReviewGenerator:
         (7, "Deployment", "UPDATE", "changed"),
         (6, "Deployment", "UPDATE", "unchanged"),
     )
-    _WEIGHTS = tuple(s[0] for s in _SHAPES)
     _GVR: ClassVar[dict[str, tuple[str, str, str]]] = {
         "Pod": ("", "v1", "pods"),
         "Job": ("batch", "v1", "jobs"),
@@ -153,7 +161,7 @@ class ReviewGenerator:
 
     async def next(self) -> Generated:
         self.count += 1
-        _, kind, operation, variant = self.rng.choices(self._SHAPES, self._WEIGHTS)[0]
+        _, kind, operation, variant = self.rng.choices(self.shapes, self.weights)[0]
         obj = self._object(kind)
         old: dict[str, Any] | None = None
         subresource = None
@@ -165,6 +173,9 @@ class ReviewGenerator:
             else:
                 old = self._object(kind)
                 old["metadata"] = _copy(obj["metadata"])
+                # Really changed: two random objects can have equal pods (e.g. both of the
+                # unknown group), and an UPDATE that leaves the pods alone is not checked.
+                _pod_spec(old)["containers"][0]["resources"] = {"requests": {"cpu": "7m"}}
                 if variant == "resize":
                     subresource = "resize"
         expected = await self.expect(obj, old, variant)
@@ -202,6 +213,13 @@ class ReviewGenerator:
             return Expected(True)
         decision = (await review(obj, self.policy, self.limits)).decision
         return Expected(decision.allowed, decision.message)
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj["spec"]
+    if "jobTemplate" in spec:
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"] if "template" in spec else spec
 
 
 def _copy(obj: Any) -> Any:

@@ -334,6 +334,9 @@ def summarize(run: Run) -> dict[str, Any]:
         halves = statistics.mean(s.rss_kb for s in post[half:]) - statistics.mean(
             s.rss_kb for s in post[:half]
         )
+    slow = collections.Counter(
+        f"{r.category} {'fault' if r.fault else 'no-fault'}" for r in recs if r.latency > 1.0
+    )
     fails_during_faults = sum(1 for r in recs if r.fault and r.category == loadgen.FAIL_CLOSED)
     elapsed = (max(r.t for r in recs) - min(r.t for r in recs)) if recs else 0.0
     return {
@@ -368,6 +371,7 @@ def summarize(run: Run) -> dict[str, Any]:
             "p99_under_fault": round(_pct(lat_fault, 99) * 1000, 1),
         },
         "client_lag_max_ms": round(run.lag_max * 1000, 1),
+        "slower_than_1s": dict(slow),
         "fault_windows": [(round(a, 1), round(b, 1), k) for a, b, k in run.fault_windows],
         "rotations": run.rotations,
         "rss_mib": {
