@@ -46,7 +46,9 @@ ResourceList = Mapping[str, Decimal]
 # Kubernetes' quantity grammar: a signed decimal number, then a binary-SI suffix, a
 # decimal-SI suffix or a decimal exponent. Stricter than kubernetes.utils, which also
 # accepts surrounding spaces and Python bools.
-_QUANTITY = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+# ASCII digits only, matched in full: Python's \d and $ would also take "１" or "١٢" (Decimal
+# reads them) and a trailing newline, which Kubernetes rejects.
+_QUANTITY = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?", re.ASCII)
 # Anything above an int64 of base units cannot be a real request; it is garbage.
 MAX_QUANTITY = Decimal(2**63 - 1)
 # The apiserver keeps nano precision and rounds finer values up.
@@ -68,7 +70,7 @@ class InvalidQuantity(ValueError):
 @functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> Decimal:
     # Cached: manifests repeat the same few quantities ("1", "500m", "4Gi") endlessly.
-    if not _QUANTITY.match(text):
+    if not _QUANTITY.fullmatch(text):
         raise ValueError("not a Kubernetes quantity (e.g. 500m, 2, 4Gi, 1e3)")
     try:
         value = Decimal(_k8s_parse_quantity(text))  # type: ignore[no-untyped-call]
