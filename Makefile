@@ -37,6 +37,7 @@ check-examples: install  ## offline: `nodelimits check` over examples/ (no clust
 bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_policy
 	$(PYTHON) -m bench.bench_check
+	$(PYTHON) -m bench.bench_webhook
 
 SOAK_ARGS ?= --duration 600 --rate 200
 soak: install  ## 10-min soak: mixed load, flapping platform, cert rotation (SOAK_ARGS='--duration 60')
