@@ -16,6 +16,7 @@ kopf traps this module guards against (see reference/kopf.md):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 DECISION_LOGGER = "nodelimits.decision"
+REVIEW_UID: contextvars.ContextVar[str] = contextvars.ContextVar("nodelimits_review_uid")
+"""The AdmissionReview's request.uid, set by the server for the decision log line (kopf
+passes handlers the object's metadata.uid only, which is empty on CREATE)."""
 Verdict = tuple["Outcome", kopf.AdmissionError | None]
 
 
@@ -168,7 +172,7 @@ class Admission:
         self.in_flight += 1
         outcome = Outcome.SKIP
         log: dict[str, Any] = {
-            LogKey.UID: uid,
+            LogKey.UID: REVIEW_UID.get(uid),
             LogKey.KIND: spec.kind,
             LogKey.OPERATION: operation,
             LogKey.DRY_RUN: dryrun,
@@ -351,7 +355,9 @@ def _metric_resource(resource: str) -> str:
 
 def _metric_code(code: str) -> str:
     known = ErrorCode.lookup(code)
-    return f"platform_{known.value}" if known else "platform_other"
+    if known is not None:
+        return f"platform_{known.value}"
+    return "platform_http" if code.startswith("http_") else "platform_other"
 
 
 def _metric_reason(reason: str) -> str:

@@ -31,7 +31,14 @@ from kopf._core.engines.admission import WebhookError
 from kopf._core.intents.registries import SmartOperatorRegistry
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import DECISION_LOGGER, HANDLERS, Admission, EphemeralMemories, register
+from webhook.admission import (
+    DECISION_LOGGER,
+    HANDLERS,
+    REVIEW_UID,
+    Admission,
+    EphemeralMemories,
+    register,
+)
 from webhook.config import Settings
 from webhook.metrics import Metrics
 from webhook.platform import build_limits_cache
@@ -157,6 +164,7 @@ class NodelimitsWebhookServer(kopf.WebhookServer):
             state.idle.clear()
             try:
                 _check_review(request, webhook, known)
+                REVIEW_UID.set(request["request"]["uid"])  # this request's own task context
                 return await fn(request, webhook=webhook, **kw)
             finally:
                 state.in_flight -= 1
