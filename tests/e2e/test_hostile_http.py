@@ -11,6 +11,7 @@ AdmissionResponse: that is our internal-error path) or a 4xx; never a 5xx, never
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ def webhook_tail(webhook: Webhook) -> str:
 @pytest.fixture(scope="module")
 def client(server: Webhook) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=server.url, verify=str(server.certs.ca), timeout=CLIENT_TIMEOUT
+        base_url=server.url,
+        verify=ssl.create_default_context(cafile=str(server.certs.ca)),
+        timeout=CLIENT_TIMEOUT,
     ) as c:
         yield c
 
