@@ -19,7 +19,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 from webhook.config import DeviceCount, PolicySettings
@@ -45,6 +45,8 @@ __all__ = [
     "refuse",
     "skip",
 ]
+
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,21 +334,16 @@ def decide(
 
     own_cards = demand.cards.get(accelerator)
     own_limits = demand.card_limits.get(accelerator)
+    card_cap = Decimal(limits.card_cap(accelerator))
+    cards = sum(own_cards.values(), _ZERO) if own_cards else _ZERO
     if own_cards or own_limits:
-        card_cap = Decimal(limits.card_cap(accelerator))
         names = "+".join(sorted(set(own_cards or ()) | set(own_limits or ())))
-        _check(
-            violations,
-            names,
-            sum((own_cards or {}).values(), Decimal(0)) or None,
-            sum((own_limits or {}).values(), Decimal(0)) or None,
-            card_cap,
-            _fmt_count,
-            "cards",
-        )
+        card_limit = sum(own_limits.values(), _ZERO) if own_limits else _ZERO
+        _check(violations, names, cards or None, card_limit or None, card_cap, _fmt_count, "cards")
 
     _check_run_time(workload, limits, settings, violations, warnings)
-    _check_parallelism(workload, demand, accelerator, limits, settings, warnings)
+    needs = (requests.get("cpu", _ZERO), requests.get("memory", _ZERO), cards)
+    _check_parallelism(workload, needs, (cpu_cap, mem_cap, card_cap), limits, warnings)
 
     return _decision(
         workload,
@@ -431,28 +428,16 @@ def _check_run_time(
 
 def _check_parallelism(
     workload: Workload,
-    demand: Demand,
-    accelerator: AcceleratorType,
+    needs: tuple[Decimal, Decimal, Decimal],
+    caps: tuple[Decimal, Decimal, Decimal],
     limits: NodeLimits,
-    settings: PolicySettings,
     warnings: list[str],
 ) -> None:
+    """Warn when a Job's parallelism (or a workload's replicas) cannot all run at once."""
     wanted = workload.parallelism
     if wanted is None or wanted <= 1 or not limits.nodeNumber:
         return
-    requests = demand.resources.requests
-    fits: list[Decimal] = []
-    cards = sum(demand.cards.get(accelerator, {}).values(), Decimal(0))
-    for need, cap in (
-        (requests.get("cpu", Decimal(0)), Decimal(limits.cpuNumber)),
-        (
-            requests.get("memory", Decimal(0)),
-            Decimal(limits.memorySize) * UNIT_BYTES[settings.memory_unit],
-        ),
-        (cards, Decimal(limits.card_cap(accelerator))),
-    ):
-        if need > 0:
-            fits.append((cap / need).to_integral_value(rounding=ROUND_FLOOR))
+    fits = [cap // need for need, cap in zip(needs, caps, strict=True) if need > 0]
     if not fits:
         return
     per_node = int(min(fits))

@@ -67,7 +67,7 @@ class InvalidQuantity(ValueError):
         self.reason = reason
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)  # ~2 MB at most
 def _parse_text(text: str) -> Decimal:
     # Cached: manifests repeat the same few quantities ("1", "500m", "4Gi") endlessly.
     if not _QUANTITY.fullmatch(text):
