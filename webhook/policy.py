@@ -113,6 +113,9 @@ class Demand:
     """Types the pod's device resources reveal (cards or virtual)."""
 
 
+NO_DEMAND = Demand(PodResources({}, {}), {}, {}, frozenset())
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A workload read for the decision; ``group is None`` means it is not checked."""
@@ -185,9 +188,9 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
         )
     if group is None:
         group = settings.default_group
+    if group is None:  # not ours: its resources are neither computed nor judged
+        return Plan(workload, None, None, NO_DEMAND)
     demand = demand_of(pod_resources(workload.pod_spec), settings)
-    if group is None:
-        return Plan(workload, None, None, demand)
     group = group.strip()
     if not group:
         violations.append(

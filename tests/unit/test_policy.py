@@ -223,6 +223,13 @@ def test_unannotated_pod_has_no_group() -> None:
     assert planned(pod(group=None)).group is None
 
 
+def test_unannotated_pod_resources_are_not_read() -> None:
+    """Not ours: even a quantity nodelimits would refuse must not deny someone else's pod."""
+    p = planned(pod(container(limits={"cpu": "lots"}), group=None))
+    assert p.group is None
+    assert p.violations == ()
+
+
 def test_default_group_applies_to_unannotated_objects() -> None:
     assert planned(pod(group=None), PolicySettings(default_group="g")).group == "g"
 
