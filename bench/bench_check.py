@@ -51,8 +51,7 @@ def main() -> None:
             assert not report.errors, report.errors[:3]
             render_json(report, io.StringIO())
 
-        t_bare = best_of(args.rounds, bare)
-        t_check = best_of(args.rounds, check)
+        t_bare, t_check = best_of(args.rounds, bare, check)
 
         load_cmd = [
             sys.executable,
@@ -72,9 +71,10 @@ def main() -> None:
             "-o",
             "json",
         ]
-        t_bare_cmd = best_of(args.rounds, lambda: subprocess.run(load_cmd, check=True))
-        t_check_cmd = best_of(
-            args.rounds, lambda: subprocess.run(check_cmd, stdout=subprocess.DEVNULL, check=False)
+        t_bare_cmd, t_check_cmd = best_of(
+            args.rounds,
+            lambda: subprocess.run(load_cmd, check=True),
+            lambda: subprocess.run(check_cmd, stdout=subprocess.DEVNULL, check=False),
         )
 
     print(f"file: {args.count} objects, {size_mb:.1f} MB")

@@ -56,11 +56,16 @@ def manifests(count: int, seed: int = 7) -> list[dict[str, Any]]:
     return [manifest(rng, i) for i in range(count)]
 
 
-def best_of(rounds: int, fn: Callable[[], object]) -> float:
-    """The fastest of ``rounds`` runs of ``fn``, in seconds (least disturbed by noise)."""
-    best = float("inf")
+def best_of(rounds: int, *fns: Callable[[], object]) -> list[float]:
+    """The fastest of ``rounds`` runs of each function, in seconds.
+
+    Rounds alternate between the functions, so a burst of load from elsewhere on the
+    machine hits the measurement and its baseline alike instead of skewing the ratio.
+    """
+    best = [float("inf")] * len(fns)
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
