@@ -155,12 +155,20 @@ class PolicySettings(_Model):
 
     @property
     def device_memo(self) -> Mapping[str, AcceleratorRule | None]:
-        """Rules already looked up, for hot loops (pydantic's private-attribute access is slow)."""
-        return self._device_memo
+        """Rules already looked up, for hot loops."""
+        return self._memo()
+
+    def _memo(self) -> dict[str, AcceleratorRule | None]:
+        # Straight from pydantic's private storage: `self._device_memo` goes through
+        # BaseModel.__getattr__, which costs more than the lookups it serves.
+        private = self.__pydantic_private__
+        assert private is not None
+        memo: dict[str, AcceleratorRule | None] = private["_device_memo"]
+        return memo
 
     def device_rule(self, resource: str) -> AcceleratorRule | None:
         """The first rule of ``accelerators`` whose pattern matches, or None."""
-        memo = self._device_memo
+        memo = self._memo()
         if resource in memo:
             return memo[resource]
         found = next(

@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
+_MEMORY_FORMAT = {unit: functools.partial(format_memory, unit=unit) for unit in UNIT_BYTES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +332,7 @@ def decide(
         requests.get("memory"),
         lims.get("memory"),
         mem_cap,
-        functools.partial(format_memory, unit=unit),
+        _MEMORY_FORMAT[unit],
         unit,
     )
 
