@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.builders import container, pod_spec
+from webhook import resources
 from webhook.resources import (
     InvalidQuantity,
     format_cores,
@@ -251,3 +253,25 @@ def test_effective_request_is_at_least_every_container_alone(
     total = pod_requests(pod_spec(*apps, init=init)).get("cpu", D(0))
     for c in apps + init:
         assert total >= parse_quantity(c["resources"]["requests"]["cpu"])
+
+
+def test_quantity_memo_stops_growing_at_its_bound() -> None:
+    """Every review can bring quantities never seen before (the soak's random memory sizes:
+    ~0.7 new strings per review); the parse memo must plateau at its maxsize, at a few
+    hundred bytes an entry (docs/reliability.md, Sustained load)."""
+    memo = resources._parse_text
+    maxsize = memo.cache_info().maxsize
+    assert maxsize is not None, "the quantity memo must be bounded"
+    memo.cache_clear()
+    tracemalloc.start()
+    try:
+        for i in range(2 * maxsize):  # fresh strings, as json.loads makes them per review
+            parse_quantity(f"{i + 1}Mi")
+        used, _ = tracemalloc.get_traced_memory()
+        size = memo.cache_info().currsize
+    finally:
+        tracemalloc.stop()
+        memo.cache_clear()
+    assert size == maxsize
+    assert used < maxsize * 400, f"{used / maxsize:.0f} bytes per memo entry"
+    assert used < 8 * 2**20, f"quantity memo holds {used / 2**20:.1f} MiB when full"
