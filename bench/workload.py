@@ -19,6 +19,13 @@ DEVICES = {
 }
 
 
+# What manifests ask for: round amounts. (Thousands of distinct random millicore values
+# would measure the quantity memo's misses, not the policy; see docs/performance.md.)
+CPUS = tuple(f"{m}m" for m in (100, 200, 250, 300, 500, 750, 1500, 2500)) + tuple(
+    str(c) for c in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+)
+
+
 def _containers(rng: random.Random, group: str) -> list[dict[str, Any]]:
     device = DEVICES[group]
     out = []
@@ -26,7 +33,7 @@ def _containers(rng: random.Random, group: str) -> list[dict[str, Any]]:
         limits: dict[str, Any] = {"memory": f"{rng.choice([1, 2, 4, 8, 16, 64])}Gi"}
         if device and i == 0:
             limits[device] = rng.randint(1, 8)
-        out.append(container(f"c{i}", cpu=f"{rng.randint(100, 32000)}m", limits=limits))
+        out.append(container(f"c{i}", cpu=rng.choice(CPUS), limits=limits))
     return out
 
 
