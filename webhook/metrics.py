@@ -91,7 +91,8 @@ class Metrics:
         )
         self.cache_events = Counter(
             "nodelimits_limits_cache_total",
-            "Limits cache events: hit, miss, stale, refresh, error, negative, evict.",
+            "Limits cache events: hit, miss, stale, refresh, error (a limits fetch failed), "
+            "list_error (the resource-group list failed), negative, evict.",
             ["event"],
             registry=r,
         )

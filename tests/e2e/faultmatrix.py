@@ -452,12 +452,17 @@ class Stack:
         self, before: Mapping[Any, float], refreshes: int, timeout: float = 5.0
     ) -> None:
         """Until the refreshes the triggers started have failed or succeeded (bounded)."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             d = metric_deltas(before, self.scrape())
             if d.get("cache{error}", 0) + d.get("platform{resources,ok,0}", 0) >= refreshes:
-                return
+                break
             time.sleep(0.05)
+        # The counters alone can be satisfied by the previous cell's refreshes finishing
+        # late (other groups); this cell's own refreshes are over once one platform
+        # deadline (plus one attempt) has passed since the triggers.
+        time.sleep(max(0.0, started + DEADLINE + REQUEST_TIMEOUT + 0.2 - time.monotonic()))
 
 
 # --- HTTP and metrics helpers -------------------------------------------------------------

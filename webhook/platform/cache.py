@@ -131,7 +131,16 @@ class LimitsCache:
         # Label children bound once: .labels() costs more than the whole hit path.
         self._events = {
             event: metrics.cache_events.labels(event)
-            for event in ("hit", "miss", "stale", "refresh", "error", "negative", "evict")
+            for event in (
+                "hit",
+                "miss",
+                "stale",
+                "refresh",
+                "error",
+                "list_error",
+                "negative",
+                "evict",
+            )
         }
         metrics.cache_age.set_function(self._oldest_age)
 
@@ -259,7 +268,8 @@ class LimitsCache:
         try:
             entries = await self._source.resource_groups()
         except PlatformError as exc:
-            self._event("error")
+            # Its own event: "error" counts failed limits fetches, which callers watch.
+            self._event("list_error")
             log.warning("resource-group list unavailable: %s", exc)
             now = self._clock()
             if previous is not None and now - previous.fetched_at < self._settings.max_stale:

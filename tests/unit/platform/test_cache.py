@@ -337,6 +337,15 @@ async def test_group_types_are_empty_when_the_list_is_unavailable(
     assert await cache.group_types("TeslaM40") == frozenset()
 
 
+async def test_failed_group_list_is_counted_apart_from_failed_limits(
+    cache: LimitsCache, source: Source, metrics: Metrics
+) -> None:
+    """Watchers of failed limits fetches (alerts, the fault matrix) must not see list errors."""
+    source.error = PlatformUnavailable("down")
+    await cache.group_types("TeslaM40")
+    assert (events(metrics, "list_error"), events(metrics, "error")) == (1, 0)
+
+
 async def test_group_types_wait_no_longer_than_the_deadline(
     cache: LimitsCache, source: Source
 ) -> None:
