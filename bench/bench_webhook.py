@@ -338,10 +338,11 @@ def serve_kopf_noop(port: int, cert: str, key: str) -> None:
     from kopf._core.intents.registries import SmartOperatorRegistry
 
     from webhook.config import Settings
-    from webhook.server import configure_logging, kopf_settings
+    from webhook.server import configure_logging, kopf_settings, skip_copy_of_empty_patches
 
     settings = Settings(log_level="INFO")
     configure_logging(settings)
+    skip_copy_of_empty_patches()  # the floor of kopf as nodelimits runs it
     registry = SmartOperatorRegistry()
 
     @kopf.on.validate("", "v1", "pods", id="pods", registry=registry)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp.web
 import kopf
+from kopf._cogs.structs import patches
 from kopf._core.engines.admission import WebhookError
 from kopf._core.intents.registries import SmartOperatorRegistry
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -355,9 +356,29 @@ def kopf_settings(settings: Settings, server: kopf.WebhookServer) -> kopf.Operat
     return ks
 
 
+def skip_copy_of_empty_patches() -> None:
+    """kopf deep-copies the whole object to build a JSON patch *before* it checks whether
+    there is anything to patch (kopf 1.45 ``Patch.as_json_patch``). A validating webhook
+    never patches, so every review paid a deep copy: the largest single cost in kopf's
+    request path (about 45% of it in-process for a 4.4 KB Pod). Same result, the empty
+    case first. Idempotent."""
+    original = patches.Patch.as_json_patch
+    if getattr(original, "_nodelimits", False):
+        return
+
+    def as_json_patch(self: patches.Patch, body: Any = None) -> Any:
+        if not self:
+            return []
+        return original(self, body)
+
+    as_json_patch._nodelimits = True  # type: ignore[attr-defined]
+    patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
+
+
 async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
     """Run until SIGTERM/SIGINT; raises on a start-up failure (e.g. a bad limits file)."""
     metrics = metrics or Metrics()
+    skip_copy_of_empty_patches()
     state = ServingState()
     s = settings.server
     host = urlsplit(s.manage_webhook_url).hostname if s.manage_webhook_url else None
