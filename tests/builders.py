@@ -6,9 +6,11 @@ in tests only where YAML input is what is under test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from webhook.platform.models import NodeLimits
+from webhook.platform.errors import UnknownResourceGroup
+from webhook.platform.models import AcceleratorType, NodeLimits
 
 GROUP_KEY = "nodelimits.io/resource-group"
 TYPE_KEY = "nodelimits.io/accelerator-type"
@@ -185,3 +187,45 @@ def node_limits(
 def limits_entry(group: str = "TeslaM40", **kw: Any) -> dict[str, Any]:
     """A limits-file entry (plain data) with the same defaults as :func:`node_limits`."""
     return node_limits(group, **kw).model_dump(mode="json", exclude={"id", "userName"})
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a limits provider returns (the shape of ``webhook.review.Limits``)."""
+
+    limits: NodeLimits
+    stale: bool = False
+    age_seconds: float = 0.0
+    refresh_failed: bool = False
+
+
+class FakeLimits:
+    """A limits provider for unit tests: one group (offered as gpu) is known, any other is
+    unknown (10004); ``error`` makes every lookup fail; ``refresh_failed`` serves the
+    limits as stale from a failing platform (120 s old). Counts lookups in ``calls``."""
+
+    def __init__(
+        self,
+        limits: NodeLimits | None = None,
+        *,
+        error: Exception | None = None,
+        refresh_failed: bool = False,
+    ) -> None:
+        self.limits = limits or node_limits()
+        self.error = error
+        self.refresh_failed = refresh_failed
+        self.calls = 0
+
+    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        if group != self.limits.resourceGroup:
+            raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
+        limits = self.limits.model_copy(update={"acceleratorType": accelerator})
+        age = 120.0 if self.refresh_failed else 0.0
+        return Found(limits, self.refresh_failed, age, self.refresh_failed)
+
+    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
+        known = group == self.limits.resourceGroup
+        return frozenset({AcceleratorType.GPU}) if known else frozenset()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import pytest
 
-from tests.builders import container, job, node_limits, pod
+from tests.builders import FakeLimits, Found, container, job, pod
 from webhook.admission import HANDLERS, Admission, HandlerSpec
 from webhook.config import Settings
 from webhook.metrics import Metrics
@@ -18,47 +17,15 @@ from webhook.platform.errors import (
     PlatformAuthError,
     PlatformRejected,
     PlatformUnavailable,
-    UnknownResourceGroup,
 )
-from webhook.platform.models import AcceleratorType, NodeLimits
+from webhook.platform.models import AcceleratorType
 
 SPECS = {h.id: h for h in HANDLERS}
 
 
-@dataclass(frozen=True)
-class Found:
-    limits: NodeLimits
-    stale: bool = False
-    age_seconds: float = 0.0
-    refresh_failed: bool = False
-
-
-class Provider:
-    def __init__(self, error: Exception | None = None, refresh_failed: bool = False) -> None:
-        self.error = error
-        self.refresh_failed = refresh_failed
-        self.calls = 0
-
-    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
-        self.calls += 1
-        if self.error is not None:
-            raise self.error
-        if group != "TeslaM40":
-            raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
-        return Found(
-            node_limits(group, accelerator=accelerator.value),
-            stale=self.refresh_failed,
-            age_seconds=120.0,
-            refresh_failed=self.refresh_failed,
-        )
-
-    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
-        return frozenset({AcceleratorType.GPU}) if group == "TeslaM40" else frozenset()
-
-
-def make(provider: Provider | None = None, **settings: Any) -> tuple[Admission, Metrics]:
+def make(provider: FakeLimits | None = None, **settings: Any) -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(Settings(**settings), provider or Provider(), metrics), metrics
+    return Admission(Settings(**settings), provider or FakeLimits(), metrics), metrics
 
 
 async def call(
@@ -159,7 +126,7 @@ async def test_operations_outside_the_scope_are_not_checked(
     handler: str, operation: str, subresource: str | None
 ) -> None:
     """kopf does not enforce `operations=` in-process: the handler must."""
-    provider = Provider()
+    provider = FakeLimits()
     admission, _ = make(provider)
     await call(admission, pod(container(cpu="999")), handler, operation, subresource)
     assert provider.calls == 0
@@ -173,7 +140,7 @@ async def test_resize_is_checked() -> None:
 
 async def test_update_that_leaves_the_pods_unchanged_is_not_checked() -> None:
     """E.g. a finalizer or label added to a Job admitted before nodelimits existed."""
-    provider = Provider()
+    provider = FakeLimits()
     admission, _ = make(provider)
     old = job(container(cpu="999"))
     new = job(container(cpu="999"))
@@ -202,7 +169,7 @@ async def test_unknown_group_is_denied_by_name() -> None:
     ids=["unavailable", "malformed", "timeout"],
 )
 async def test_platform_down_fails_closed_with_503(error: Exception) -> None:
-    admission, metrics = make(Provider(error))
+    admission, metrics = make(FakeLimits(error=error))
     with pytest.raises(kopf.AdmissionError) as denied:
         await call(admission, pod())
     assert denied.value.code == 503
@@ -212,7 +179,7 @@ async def test_platform_down_fails_closed_with_503(error: Exception) -> None:
 
 async def test_platform_down_fails_open_with_a_warning_and_a_count() -> None:
     admission, metrics = make(
-        Provider(PlatformUnavailable("refused")), admission={"failure_mode": "open"}
+        FakeLimits(error=PlatformUnavailable("refused")), admission={"failure_mode": "open"}
     )
     warnings = await call(admission, pod(container(cpu="999")))
     assert "allowed because failureMode is open" in warnings[-1]
@@ -224,7 +191,7 @@ async def test_platform_down_fails_open_with_a_warning_and_a_count() -> None:
 
 async def test_refused_account_denies_even_when_failing_open() -> None:
     error = PlatformAuthError("frozen", code="10007", resource_group="TeslaM40")
-    admission, _ = make(Provider(error), admission={"failure_mode": "open"})
+    admission, _ = make(FakeLimits(error=error), admission={"failure_mode": "open"})
     with pytest.raises(kopf.AdmissionError) as denied:
         await call(admission, pod())
     assert denied.value.code == 403
@@ -256,7 +223,7 @@ async def test_refused_account_denies_even_when_failing_open() -> None:
 async def test_refusals_tell_operators_what_happened(
     error: PlatformRejected, code: int, says: str
 ) -> None:
-    admission, _ = make(Provider(error))
+    admission, _ = make(FakeLimits(error=error))
     with pytest.raises(kopf.AdmissionError) as denied:
         await call(admission, pod())
     assert denied.value.code == code
@@ -265,7 +232,7 @@ async def test_refusals_tell_operators_what_happened(
 
 
 async def test_stale_limits_from_a_failing_platform_carry_a_warning() -> None:
-    admission, _ = make(Provider(refresh_failed=True))
+    admission, _ = make(FakeLimits(refresh_failed=True))
     warnings = await call(admission, pod())
     assert warnings == [
         'limits of resource group "TeslaM40" are 120s old: the platform API is failing, '
@@ -283,7 +250,7 @@ async def test_malformed_object_is_denied_with_400() -> None:
 
 
 async def test_a_bug_denies_with_500_and_is_counted() -> None:
-    class Broken(Provider):
+    class Broken(FakeLimits):
         async def get(self, group: str, accelerator: AcceleratorType) -> Found:
             raise RuntimeError("boom")
 

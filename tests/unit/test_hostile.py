@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders import GROUP_KEY, node_limits
+from tests.builders import GROUP_KEY, FakeLimits, node_limits
 from tests.hostile import (
     ABSURD_QUANTITIES,
     as_job,
@@ -44,7 +44,6 @@ from webhook import policy, workloads
 from webhook.admission import HANDLERS, Admission
 from webhook.config import PolicySettings, Settings
 from webhook.metrics import Metrics
-from webhook.platform.errors import UnknownResourceGroup
 from webhook.platform.models import AcceleratorType, NodeLimits
 from webhook.resources import InvalidQuantity, parse_quantity
 
@@ -69,32 +68,6 @@ def _report_counts() -> Iterator[None]:
     total = sum(COUNTS.values())
     lines = [f"  {name}: {count}" for name, count in sorted(COUNTS.items())]
     print(f"\nhostile input (core + handler): {total} generated cases\n" + "\n".join(lines))
-
-
-# --- a fake limits provider: TeslaM40 (gpu) is known, any other group is not -------------
-
-
-@dataclass(frozen=True)
-class Found:
-    limits: NodeLimits
-    stale: bool = False
-    age_seconds: float = 0.0
-    refresh_failed: bool = False
-
-
-class Provider:
-    def __init__(self, limits: NodeLimits | None = None) -> None:
-        self.limits = limits or node_limits()
-
-    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
-        if group != self.limits.resourceGroup:
-            raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
-        return Found(self.limits)
-
-    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
-        return (
-            frozenset({AcceleratorType.GPU}) if group == self.limits.resourceGroup else frozenset()
-        )
 
 
 def run_core(obj: Any, limits: NodeLimits) -> policy.Decision | None:
@@ -233,7 +206,7 @@ def internal_errors(metrics: Metrics) -> float:
 @pytest.fixture(scope="module")
 def admission() -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(Settings(), Provider(), metrics), metrics
+    return Admission(Settings(), FakeLimits(), metrics), metrics
 
 
 def mapping_or_empty(value: Any) -> Any:
