@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.builders import container, pod
+from tests.builders import container, limits_entry, pod
 from tests.certs import CertPaths, make_ca_and_cert
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook, _Process, _wait
@@ -62,17 +62,6 @@ EXPECTED_PATHS = frozenset(
 )
 """Every path the platform client may ever call (the simulator's stats must stay within)."""
 
-GROUP_LIMITS = {
-    "acceleratorType": "gpu",
-    "cpuNumber": 40,
-    "memorySize": 31888,
-    "gpuNumber": 2,
-    "nvLimits": 0,
-    "dcuLimits": 0,
-    "mluLimits": 0,
-    "nodeNumber": 1,
-    "maxTime": "unlimited",
-}
 GROUPS = 400
 
 
@@ -244,7 +233,7 @@ def make_secrets(tag: str) -> dict[str, str]:
 
 def simulator_config(secrets: Mapping[str, str]) -> dict[str, Any]:
     base = yaml.safe_load(EXAMPLE_LIMITS.read_text())["resourceGroups"]
-    groups = [{"resourceGroup": f"fm-{i:03d}", **GROUP_LIMITS} for i in range(GROUPS)]
+    groups = [limits_entry(f"fm-{i:03d}") for i in range(GROUPS)]
     return {
         "resourceGroups": base + groups,
         "accounts": [{**secrets, "status": "active"}],

@@ -30,27 +30,13 @@ import pytest
 import yaml
 
 from tests import certs
+from tests.builders import limits_entry
 from tests.chart.chart import CHART, HANDLERS
 from tests.e2e.controlplane import ControlPlane, free_port
 
 GROUP = "TeslaM40"
 ANNOTATION = "nodelimits.io/resource-group"
-LIMITS = {
-    "resourceGroups": [
-        {
-            "resourceGroup": GROUP,
-            "acceleratorType": "gpu",
-            "cpuNumber": 40,
-            "memorySize": 31888,
-            "gpuNumber": 2,
-            "nvLimits": 0,
-            "dcuLimits": 0,
-            "mluLimits": 0,
-            "nodeNumber": 1,
-            "maxTime": "unlimited",
-        }
-    ]
-}
+LIMITS = {"resourceGroups": [limits_entry(GROUP)]}
 SERVE = "from webhook.cli import main; main()"
 """`nodelimits serve` without relying on the console script being on PATH."""
 READY_TIMEOUT = 60.0
