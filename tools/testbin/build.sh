@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the real control-plane binaries the e2e tests need (kube-apiserver, kubectl,
 # etcd, helm) from the Go module proxy, into a cache directory keyed by their versions.
+# `build.sh --node` also builds what a real node needs (kubelet, kube-scheduler,
+# kube-controller-manager, kube-proxy): only the real-node tests, `make cluster-node`
+# and `make demo` ask for them, so a plain `make test-fast` never waits on them.
 # Does nothing when the binaries are already there. Prints the directory on stdout's
 # last line so callers can do: BIN=$(tools/testbin/build.sh | tail -n1).
 #
@@ -17,11 +20,19 @@ key="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}"
 cache_root=${NODELIMITS_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodelimits/testbin}
 bin="$cache_root/$key"
 
+names=(etcd kubectl helm kube-apiserver)
+node_names=(kubelet kube-scheduler kube-controller-manager kube-proxy)
+case "${1:-}" in
+  --node) names+=("${node_names[@]}") ;;
+  "") ;;
+  *) echo "usage: $0 [--node]" >&2; exit 2 ;;
+esac
+
 log() { printf '[testbin %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 all_built() {
   local name
-  for name in etcd kubectl helm kube-apiserver; do [ -x "$bin/$name" ] || return 1; done
+  for name in "${names[@]}"; do [ -x "$bin/$name" ] || return 1; done
 }
 
 # Cached binaries need no Go: a machine that has them (e.g. a restored CI cache) just uses them.
@@ -77,5 +88,12 @@ build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ld"
 build helm helm helm.sh/helm/v3/cmd/helm "$helm_ld"
 build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
+if [ ${#names[@]} -gt 4 ]; then
+  # same module as kubectl/kube-apiserver (go.sum holds their extra dependencies), so they
+  # share its build cache: each one after the first takes a fraction of a cold build
+  for name in "${node_names[@]}"; do
+    build "$name" kube "k8s.io/kubernetes/cmd/$name" "$kube_ld"
+  done
+fi
 log "all binaries ready in $(( $(date +%s) - start )) s"
 echo "$bin"
