@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
+import os
 import re
 import subprocess
 import sys
 import sysconfig
+import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ __all__ = [
     "ImageUnavailable",
     "busybox",
     "nodelimits_from_host",
+    "nodelimits_image",
     "pause",
 ]
 
@@ -43,6 +47,7 @@ PAUSE = f"{REGISTRY}/pause:1"
 BUSYBOX = f"{REGISTRY}/busybox:1"
 NODELIMITS = f"{REGISTRY}/nodelimits:dev"
 BUSYBOX_BINARY = Path("/bin/busybox")
+ENV_IMAGE_ARCHIVE = "NODELIMITS_IMAGE_ARCHIVE"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UID = 65532
 """The chart's runAsUser (and the Dockerfile's USER)."""
@@ -138,6 +143,28 @@ def nodelimits_from_host(cache: Path) -> ImageArchive:
     )
     write_image(out, NODELIMITS, layer, config)
     return ImageArchive(NODELIMITS, out)
+
+
+def nodelimits_image(cache: Path) -> ImageArchive:
+    """The nodelimits image to run: `$NODELIMITS_IMAGE_ARCHIVE` (an OCI archive, e.g. the
+    release's build of the Dockerfile) if set, else `nodelimits_from_host(cache)`."""
+    configured = os.environ.get(ENV_IMAGE_ARCHIVE)
+    if not configured:
+        return nodelimits_from_host(cache)
+    path = Path(configured)
+    try:
+        with tarfile.open(path) as tar:
+            member = tar.extractfile("index.json")
+            index = json.load(member) if member else {}
+    except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
+        raise ImageUnavailable(f"${ENV_IMAGE_ARCHIVE}={path}: not an OCI archive ({exc})") from exc
+    for manifest in index.get("manifests", []):
+        name = manifest.get("annotations", {}).get("io.containerd.image.name")
+        if name:
+            return ImageArchive(str(name), path)
+    raise ImageUnavailable(
+        f"${ENV_IMAGE_ARCHIVE}={path}: index.json names no image (io.containerd.image.name)"
+    )
 
 
 def _python_files() -> Iterator[Path]:

@@ -256,6 +256,9 @@ class RealNode:
         self._lock: IO[str] | None = None
         self._components: dict[str, _Component] = {}
         self._began = 0.0
+        # directories whose processes and mounts are this node's (the control plane's
+        # work directory is added once known, and kept for the snapshot after stop())
+        self._markers = {str(run_dir)}
 
     # -- paths and clients -------------------------------------------------------------
 
@@ -310,10 +313,9 @@ class RealNode:
 
     def snapshot(self) -> hoststate.HostState:
         """The machine's state as far as this node could touch it (see devtools/hoststate)."""
-        markers = [str(self.run_dir)]
         if self.plane is not None and self.plane.workdir is not None:
-            markers.append(str(self.plane.workdir))
-        return hoststate.capture(markers, self.network.bridge)
+            self._markers.add(str(self.plane.workdir))
+        return hoststate.capture(sorted(self._markers), self.network.bridge)
 
     def node_group(self, name: str = "realnode") -> dict[str, Any]:
         """A resource group (limits-file entry) whose one node is exactly this node."""
@@ -529,6 +531,7 @@ class RealNode:
         )
         self.plane = plane
         plane.start()
+        self.snapshot()  # records the control plane's directory among the markers
 
     def _start_controllers(self) -> None:
         pki = self._pki
