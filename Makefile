@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP_STAMP := .cache/pip.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast demo check-examples bench soak testbin cluster clean
+.PHONY: help install lint test test-fast demo check-examples bench soak docs testbin cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -15,8 +15,8 @@ $(PIP_STAMP): pyproject.toml
 install: $(PIP_STAMP)  ## install nodelimits and the test tools (pip, editable)
 
 lint: install  ## ruff (lint + format check) and mypy --strict
-	$(PYTHON) -m ruff check webhook tests bench tools
-	$(PYTHON) -m ruff format --check webhook tests bench tools
+	$(PYTHON) -m ruff check webhook devtools tests bench tools
+	$(PYTHON) -m ruff format --check webhook devtools tests bench tools
 	$(PYTHON) -m mypy
 
 test: lint  ## everything: lint, unit, integration and e2e (builds tools/testbin once, ~30 min cold)
@@ -29,7 +29,7 @@ testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimi
 	tools/testbin/build.sh
 
 demo: install  ## the main job: a real kube-apiserver + nodelimits judge examples/ (kubectl output)
-	$(PYTHON) tools/demo.py
+	$(PYTHON) -m tools.demo
 
 check-examples: install  ## offline: `nodelimits check` over examples/ (no cluster)
 	-nodelimits check -f examples/manifests --limits-file examples/limits.yaml
@@ -39,12 +39,15 @@ bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_check
 	$(PYTHON) -m bench.bench_webhook
 
+docs: install  ## regenerate the measured tables of docs/reliability.md (fault matrix: a real run)
+	$(PYTHON) -m pytest tests/e2e/test_fault_matrix.py --write-docs
+
 SOAK_ARGS ?= --duration 600 --rate 200
 soak: install  ## 10-min soak: mixed load, flapping platform, cert rotation (SOAK_ARGS='--duration 60')
-	$(PYTHON) tools/soak.py $(SOAK_ARGS)
+	$(PYTHON) -m tools.soak $(SOAK_ARGS)
 
 cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-C stops it
-	$(PYTHON) -m tests.e2e.controlplane
+	$(PYTHON) -m devtools.controlplane
 
 clean:  ## remove build and test caches (not the testbin)
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,11 @@ from pathlib import Path
 import yaml
 
 from bench.workload import best_of, manifests
-from webhook.check import render_json, run_check
-from webhook.config import PolicySettings
-from webhook.platform.static import StaticLimits
+from webhook.check import CheckReport, run_check
+from webhook.config import PlatformSettings, Settings
+from webhook.metrics import Metrics
+from webhook.output import render_check_json
+from webhook.platform import build_limits_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ROOT / "examples" / "limits.yaml"
@@ -40,16 +41,20 @@ def main() -> None:
         path = Path(tmp) / "manifests.yaml"
         path.write_text(yaml.safe_dump_all(manifests(args.count), sort_keys=False))
         size_mb = path.stat().st_size / 1e6
-        provider = StaticLimits.from_path(LIMITS)
-        settings = PolicySettings()
+        settings = Settings(platform=PlatformSettings(limits_file=LIMITS))
+
+        async def check_once() -> CheckReport:
+            # What `nodelimits check --limits-file` runs: the same cache as serve, over the file.
+            async with build_limits_cache(settings, Metrics()) as cache:
+                return await run_check([str(path)], settings.policy, cache)
 
         def bare() -> None:
             list(yaml.load_all(path.read_text(), Loader=LOADER))
 
         def check() -> None:
-            report = asyncio.run(run_check([str(path)], settings, provider))
+            report = asyncio.run(check_once())
             assert not report.errors, report.errors[:3]
-            render_json(report, io.StringIO())
+            render_check_json(report)
 
         t_bare, t_check = best_of(args.rounds, bare, check)
 

@@ -15,15 +15,12 @@ import argparse
 import asyncio
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from webhook.config import Settings
+from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
 from webhook.platform.client import LIMITS_PATH
 from webhook.platform.factory import build_limits_cache
-from webhook.platform.models import AcceleratorType, NodeLimits
 from webhook.simulator import Fault, Simulator, SimulatorConfig
 
 GPU = AcceleratorType.GPU

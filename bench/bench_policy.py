@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from bench.workload import best_of, manifests
-from webhook import policy, workloads
 from webhook.config import PolicySettings
-from webhook.platform.models import LimitsFile
+from webhook.core import policy, workloads
+from webhook.core.limits import LimitsTable
 from webhook.platform.static import load_limits_file
 
 LIMITS = Path(__file__).resolve().parents[1] / "examples" / "limits.yaml"
@@ -30,18 +30,13 @@ def main() -> None:
     objs = manifests(args.count)
     texts = [json.dumps(o) for o in objs]
     settings = PolicySettings()
-    table: LimitsFile = load_limits_file(LIMITS)
-    by_key = {(e.resourceGroup, e.acceleratorType): e for e in table.resourceGroups}
-    types = {g: frozenset(t for (gg, t) in by_key if gg == g) for g, _ in by_key}
+    table = LimitsTable.of(load_limits_file(LIMITS))
 
     def decide_all() -> None:
         for obj in objs:
             w = workloads.workload_of(obj)
             assert isinstance(w, workloads.Workload)
-            p = policy.plan(w, settings)
-            assert p.group is not None
-            accel = policy.choose_accelerator(p, types.get(p.group, frozenset()), settings)
-            policy.decide(p, by_key[(p.group, accel)], accel, settings)
+            policy.evaluate(w, settings, table.get, table.types)
 
     def decode_all() -> None:
         for text in texts:

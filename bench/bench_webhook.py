@@ -8,7 +8,7 @@ discovery), the platform simulator, and four servers one after another:
 * ``kopf-noop``: kopf started like ``nodelimits serve`` (WebhookServer over TLS,
   standalone, scanning disabled, uvloop, same logging setup) with a no-op async
   validating handler: the framework's floor;
-* ``nodelimits``: ``nodelimits serve`` (tests/e2e/stack.py ``Webhook``) with the
+* ``nodelimits``: ``nodelimits serve`` (devtools/stack.py ``Webhook``) with the
   simulator, the limits cache warmed by one request, ``log_level`` INFO (one JSON
   decision line per request) and again with WARNING.
 
@@ -49,18 +49,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.certs import CertPaths, make_ca_and_cert  # noqa: E402
-from tests.e2e.controlplane import (  # noqa: E402
+from devtools.certs import CertPaths, make_ca_and_cert
+from devtools.controlplane import (
     ControlPlane,
     TestbinUnavailable,
     find_bin_dir,
     free_port,
 )
-from tests.e2e.stack import Simulator, Webhook, _Process, _wait  # noqa: E402
+from devtools.reviews import admission_response, admission_review
+from devtools.stack import Process, SimulatorProcess, Webhook, wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).resolve().with_name("admission_review.lua")
 OUT = ROOT / ".cache" / "bench"
 GROUP_ANNOTATION = "nodelimits.io/resource-group"
@@ -227,39 +226,27 @@ def pod_object() -> dict[str, Any]:
     }
 
 
-def admission_review(uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002") -> dict[str, Any]:
+def pod_create_review(uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002") -> dict[str, Any]:
     """An AdmissionReview v1 for a Pod CREATE, as the kube-apiserver sends it."""
-    obj = pod_object()
     gvk = {"group": "", "version": "v1", "kind": "Pod"}
     gvr = {"group": "", "version": "v1", "resource": "pods"}
-    return {
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": uid,
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": obj["metadata"]["name"],
-            "namespace": obj["metadata"]["namespace"],
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "alice@example.com",
-                "uid": "b1e5b2a4-1f0e-4d7c-8a3b-2d9f0c6e7a55",
-                "groups": ["vision", "system:authenticated"],
-            },
-            "object": obj,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {
-                "kind": "CreateOptions",
-                "apiVersion": "meta.k8s.io/v1",
-                "fieldManager": "kubectl-client-side-apply",
-                "fieldValidation": "Strict",
-            },
+    return admission_review(
+        pod_object(),
+        uid=uid,
+        user={
+            "username": "alice@example.com",
+            "uid": "b1e5b2a4-1f0e-4d7c-8a3b-2d9f0c6e7a55",
+            "groups": ["vision", "system:authenticated"],
         },
-    }
+        requestKind=gvk,
+        requestResource=gvr,
+        options={
+            "kind": "CreateOptions",
+            "apiVersion": "meta.k8s.io/v1",
+            "fieldManager": "kubectl-client-side-apply",
+            "fieldValidation": "Strict",
+        },
+    )
 
 
 def check_response(status: int, payload: bytes, uid: str) -> str | None:
@@ -311,12 +298,7 @@ def serve_bare(port: int, cert: str, key: str) -> None:
     async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
         data = json.loads(await request.text())
         uid = data["request"]["uid"]
-        canned = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "response": {"uid": uid, "allowed": True},
-        }
-        return aiohttp.web.json_response(canned)
+        return aiohttp.web.json_response(admission_response(uid))
 
     async def main() -> None:
         context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
@@ -335,10 +317,10 @@ def serve_bare(port: int, cert: str, key: str) -> None:
 def serve_kopf_noop(port: int, cert: str, key: str) -> None:
     """kopf with a no-op validating handler, configured like ``nodelimits serve``."""
     import kopf
-    from kopf._core.intents.registries import SmartOperatorRegistry
 
     from webhook.config import Settings
-    from webhook.server import configure_logging, kopf_settings, skip_copy_of_empty_patches
+    from webhook.serve.kopf_glue import SmartOperatorRegistry, skip_copy_of_empty_patches
+    from webhook.serve.process import configure_logging, kopf_settings
 
     settings = Settings(log_level="INFO")
     configure_logging(settings)
@@ -520,7 +502,8 @@ def run_fixed_rate(
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench.bench_webhook",
         "fixed-rate",
         "--url",
         url,
@@ -704,11 +687,12 @@ def ensure_wrk() -> str:
 
 def _serve_process(
     role: str, work: Path, certs: CertPaths, env: Mapping[str, str], uid: str, body: bytes
-) -> tuple[_Process, str]:
+) -> tuple[Process, str]:
     port = free_port()
     argv = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench.bench_webhook",
         role,
         "--port",
         str(port),
@@ -717,9 +701,9 @@ def _serve_process(
         "--key",
         str(certs.key),
     ]
-    process = _Process(role, argv, work / f"{role}.log", env)
+    process = Process(role, argv, work / f"{role}.log", env)
     url = f"https://127.0.0.1:{port}/pods"
-    _wait(role, lambda: post_once(url, certs.ca, body, uid) is None, process)
+    wait_until(role, lambda: post_once(url, certs.ca, body, uid) is None, process)
     return process, url
 
 
@@ -728,11 +712,12 @@ def started(
     name: str,
     work: Path,
     plane: ControlPlane,
-    simulator: Simulator,
+    simulator: SimulatorProcess,
     certs: CertPaths,
     body: bytes,
     uid: str,
 ) -> Iterator[Target]:
+
     if name in ("bare", "kopf-noop"):
         role = "serve-bare" if name == "bare" else "serve-kopf-noop"
         process, url = _serve_process(role, work, certs, plane.env(), uid, body)
@@ -760,16 +745,15 @@ def machine_notes() -> list[str]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    from importlib.metadata import PackageNotFoundError, version
+
     import aiohttp
     import kopf  # noqa: F401
 
     try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
+        loop = f"uvloop {version('uvloop')}"
+    except PackageNotFoundError:
         loop = "asyncio (no uvloop)"
-    from importlib.metadata import version
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return [
@@ -794,10 +778,10 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
     print(f"\n| server | open loop {args.rate:.0f}/s: p50 ms | p99 ms | max ms | errors |")
     print("|---|---|---|---|---|")
     for t in targets:
-        r = t.rate
+        rate = t.rate
         print(
-            f"| {t.name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
-            f"{r['errors']} / {r['sent']} |"
+            f"| {t.name} | {rate['p50_ms']:.2f} | {rate['p99_ms']:.2f} | {rate['max_ms']:.1f} | "
+            f"{rate['errors']} / {rate['sent']} |"
         )
     if "kopf-noop" in by and "bare" in by:
         print()
@@ -833,7 +817,7 @@ def run(args: argparse.Namespace) -> None:
         sys.exit(f"error: the control-plane binaries are needed (kopf logs in): {exc}")
     for note in machine_notes():
         print(f"# {note}")
-    review = admission_review()
+    review = pod_create_review()
     uid = review["request"]["uid"]
     body = json.dumps(review).encode()
     work = Path(tempfile.mkdtemp(prefix="nodelimits-bench-"))
@@ -843,7 +827,7 @@ def run(args: argparse.Namespace) -> None:
     targets: list[Target] = []
     try:
         with ControlPlane(bin_dir) as plane:
-            simulator = Simulator(work).start()
+            simulator = SimulatorProcess(work).start()
             try:
                 certs = make_ca_and_cert(work / "tls")
                 for name in args.servers:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.builders import container, cronjob, job, pod, workload
+from devtools.builders import container, cronjob, job, pod, workload
 
 GROUPS = ("TeslaM40", "a800x8", "kshdtest", "mlu370pool", "cpu-small")
 DEVICES = {

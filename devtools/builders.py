@@ -6,11 +6,16 @@ in tests only where YAML input is what is under test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
-from webhook.platform.errors import UnknownResourceGroup
-from webhook.platform.models import AcceleratorType, NodeLimits
+from webhook.config import CacheSettings
+from webhook.core.limits import AcceleratorType, NodeLimits
+from webhook.metrics import Metrics
+from webhook.platform.cache import LimitsCache, LimitsSource
+from webhook.platform.errors import PlatformUnavailable, UnknownResourceGroup
 
 GROUP_KEY = "nodelimits.io/resource-group"
 TYPE_KEY = "nodelimits.io/accelerator-type"
@@ -62,7 +67,9 @@ def pod_spec(
     return spec
 
 
-def annotations(group: str | None = "TeslaM40", accelerator: str | None = None) -> dict[str, str]:
+def group_annotations(
+    group: str | None = "TeslaM40", accelerator: str | None = None
+) -> dict[str, str]:
     out: dict[str, str] = {}
     if group is not None:
         out[GROUP_KEY] = group
@@ -86,7 +93,7 @@ def pod(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "annotations": annotations(group, accelerator),
+            "annotations": group_annotations(group, accelerator),
         },
         "spec": pod_spec(*containers, deadline=deadline, **spec),
     }
@@ -108,7 +115,7 @@ def job(
     on_job_metadata: bool = False,
 ) -> dict[str, Any]:
     """A Job; the annotation goes on the pod template unless ``on_job_metadata``."""
-    notes = annotations(group, accelerator)
+    notes = group_annotations(group, accelerator)
     spec: dict[str, Any] = {
         "template": template(
             pod_spec(*containers, restartPolicy="Never"), {} if on_job_metadata else notes
@@ -134,7 +141,7 @@ def workload(
     name: str = "w",
 ) -> dict[str, Any]:
     """A Deployment / StatefulSet / DaemonSet / ReplicaSet / ReplicationController."""
-    spec: dict[str, Any] = {"template": template(pod_spec(*containers), annotations(group))}
+    spec: dict[str, Any] = {"template": template(pod_spec(*containers), group_annotations(group))}
     if replicas is not None:
         spec["replicas"] = replicas
     api = "v1" if kind == "ReplicationController" else "apps/v1"
@@ -189,43 +196,47 @@ def limits_entry(group: str = "TeslaM40", **kw: Any) -> dict[str, Any]:
     return node_limits(group, **kw).model_dump(mode="json", exclude={"id", "userName"})
 
 
-@dataclass(frozen=True)
-class Found:
-    """What a limits provider returns (the shape of ``webhook.review.Limits``)."""
-
-    limits: NodeLimits
-    stale: bool = False
-    age_seconds: float = 0.0
-    refresh_failed: bool = False
-
-
 class FakeLimits:
-    """A limits provider for unit tests: one group (offered as gpu) is known, any other is
-    unknown (10004); ``error`` makes every lookup fail; ``refresh_failed`` serves the
-    limits as stale from a failing platform (120 s old). Counts lookups in ``calls``."""
+    """A limits source for unit tests, read through a real :class:`LimitsCache` (see
+    :func:`limits_cache`): one group (offered as gpu) is known, any other is unknown
+    (10004); ``error`` makes every lookup fail. Counts lookups in ``calls``."""
 
-    def __init__(
-        self,
-        limits: NodeLimits | None = None,
-        *,
-        error: Exception | None = None,
-        refresh_failed: bool = False,
-    ) -> None:
+    def __init__(self, limits: NodeLimits | None = None, *, error: Exception | None = None) -> None:
         self.limits = limits or node_limits()
         self.error = error
-        self.refresh_failed = refresh_failed
         self.calls = 0
 
-    async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
         self.calls += 1
         if self.error is not None:
             raise self.error
         if group != self.limits.resourceGroup:
             raise UnknownResourceGroup("unknown", code="10004", resource_group=group)
-        limits = self.limits.model_copy(update={"acceleratorType": accelerator})
-        age = 120.0 if self.refresh_failed else 0.0
-        return Found(limits, self.refresh_failed, age, self.refresh_failed)
+        return self.limits.model_copy(update={"acceleratorType": accelerator})
 
-    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
-        known = group == self.limits.resourceGroup
-        return frozenset({AcceleratorType.GPU}) if known else frozenset()
+    async def resource_groups(self) -> tuple[NodeLimits, ...]:
+        return (self.limits,)
+
+
+def limits_cache(
+    source: LimitsSource, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic
+) -> LimitsCache:
+    """The limits cache the server uses, with the default cache settings, over ``source``."""
+    return LimitsCache(source, CacheSettings(), metrics, deadline=2.0, clock=clock)
+
+
+async def failing_platform_cache(
+    source: FakeLimits, metrics: Metrics, *, age: float = 120.0
+) -> LimitsCache:
+    """A cache holding ``source``'s limits ``age`` seconds old, whose refresh has failed:
+    what the admission path sees while the platform is down (stale-if-error)."""
+    now = [0.0]
+    cache = limits_cache(source, metrics, clock=lambda: now[0])
+    group = source.limits.resourceGroup
+    await cache.get(group, AcceleratorType.GPU)
+    source.error = PlatformUnavailable("the platform is down")
+    now[0] = age
+    await cache.get(group, AcceleratorType.GPU)  # stale: starts the refresh that fails
+    while cache.tasks_running:
+        await asyncio.sleep(0)
+    return cache

@@ -2,8 +2,8 @@
 
 This is controller-runtime's envtest done from Python (see docs/development.md and
 ../shared/reference/testcluster.md): the binaries come from `tools/testbin/build.sh`, the
-certificates from `tests/certs.py`, and the flags are envtest's. A plain module, not a
-pytest plugin, so `make cluster` (`python -m tests.e2e.controlplane`) and demos reuse it:
+certificates from `devtools/certs.py`, and the flags are envtest's. A plain module, not a
+pytest plugin, so `make cluster` (`python -m devtools.controlplane`) and demos reuse it:
 
     with ControlPlane(find_bin_dir()) as cp:
         cp.kubectl("get", "namespaces")
@@ -46,7 +46,7 @@ from types import TracebackType
 
 import yaml
 
-from tests import certs
+from devtools import certs
 
 __all__ = [
     "BINARIES",
@@ -61,7 +61,7 @@ __all__ = [
     "has_default_route",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "testbin" / "build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
 ENV_TESTBIN = "NODELIMITS_TESTBIN"
@@ -290,7 +290,10 @@ class ControlPlane:
     """etcd plus kube-apiserver on free loopback ports, with an admin kubeconfig.
 
     Construct, then `start()` (or use `with`); `stop()` is idempotent. Ports default to
-    free ones; pass `etcd_port` / `apiserver_port` to pin them. Attributes are set by
+    free ones; pass `etcd_port` / `apiserver_port` to pin them. The real node
+    (devtools/realnode.py) binds the apiserver to its bridge address (`host`, with
+    `serving_hosts` as extra subjectAltNames), authorizes with `Node,RBAC` and admits
+    service accounts; the defaults are envtest's. Attributes are set by
     `start()`: `workdir` (removed again by `stop()`), `kubeconfig`, `url`, `ca_file`,
     `admin_cert_file`, `admin_key_file`, `etcd_url`, and `startup_seconds`.
     """
@@ -304,6 +307,11 @@ class ControlPlane:
         etcd_port: int | None = None,
         apiserver_port: int | None = None,
         extra_apiserver_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        serving_hosts: Sequence[str] = (),
+        authorization_mode: str = "RBAC",
+        admission_plugins: Sequence[str] = (),
+        service_cidr: str = "10.0.0.0/24",
     ) -> None:
         self.bin_dir = Path(bin_dir)
         self.start_timeout = start_timeout
@@ -311,6 +319,11 @@ class ControlPlane:
         self.etcd_port = etcd_port
         self.apiserver_port = apiserver_port
         self.extra_apiserver_args = tuple(extra_apiserver_args)
+        self.host = host
+        self.serving_hosts = tuple(serving_hosts)
+        self.authorization_mode = authorization_mode
+        self.admission_plugins = tuple(admission_plugins)
+        self.service_cidr = service_cidr
         self.workdir: Path | None = None
         self.startup_seconds: float | None = None
         self._etcd: _Component | None = None
@@ -343,8 +356,13 @@ class ControlPlane:
         return self._dir / "pki" / "admin.key"
 
     @property
+    def client_ca_file(self) -> Path:
+        """The CA (bundle) the apiserver trusts for client certificates."""
+        return self._dir / "pki" / "admin-ca.crt"
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.host}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -462,7 +480,8 @@ class ControlPlane:
 
     def _write_certificates(self) -> None:
         pki = self._dir / "pki"
-        certs.make_ca_and_cert(pki, ("127.0.0.1", "localhost"), name="serving")
+        hosts = dict.fromkeys((self.host, "127.0.0.1", "localhost", *self.serving_hosts))
+        certs.make_ca_and_cert(pki, tuple(hosts), name="serving")
         certs.make_client_ca_and_cert(
             pki, common_name="admin", organizations=("system:masters",), name="admin"
         )
@@ -496,22 +515,27 @@ class ControlPlane:
         argv = [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.host}",
             f"--secure-port={self.apiserver_port}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'serving.crt'}",
             f"--tls-private-key-file={pki / 'serving.key'}",
-            f"--client-ca-file={pki / 'admin-ca.crt'}",
+            f"--client-ca-file={self.client_ca_file}",
             f"--service-account-issuer={self.url}/",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            f"--authorization-mode={self.authorization_mode}",
             "--allow-privileged=true",
             "--profiling=false",
         ]
-        if not has_default_route():
+        if self.admission_plugins:
+            argv.append(f"--enable-admission-plugins={','.join(self.admission_plugins)}")
+        else:  # no controllers make the tokens, so pods must not ask for them
+            argv.append("--disable-admission-plugins=ServiceAccount")
+        if self.host != "127.0.0.1":
+            argv.append(f"--advertise-address={self.host}")
+        elif not has_default_route():
             # A loopback advertise address is rejected unless nothing reconciles endpoints.
             argv += ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
         argv += self.extra_apiserver_args
@@ -520,7 +544,7 @@ class ControlPlane:
         context = self._client_ssl_context()
 
         def apiserver_ready() -> tuple[bool, str]:
-            status, body = _get(f"127.0.0.1:{self.apiserver_port}", "/readyz", context)
+            status, body = _get(f"{self.host}:{self.apiserver_port}", "/readyz", context)
             return status == 200, f"HTTP {status}: {body.strip()}"
 
         self._wait(self._apiserver, apiserver_ready, self.apiserver_port, deadline)
@@ -619,7 +643,7 @@ def _get(
         conn.close()
 
 
-# -- `python -m tests.e2e.controlplane` (`make cluster`) ------------------------------------
+# -- `python -m devtools.controlplane` (`make cluster`) ------------------------------------
 
 
 class _Stop(Exception):
@@ -628,7 +652,7 @@ class _Stop(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.e2e.controlplane",
+        prog="python -m devtools.controlplane",
         description="Run etcd + kube-apiserver on loopback until Ctrl-C (or SIGTERM).",
     )
     parser.add_argument(

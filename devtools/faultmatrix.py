@@ -31,12 +31,13 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.builders import container, limits_entry, pod
-from tests.certs import CertPaths, make_ca_and_cert
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook, _Process, _wait
+from devtools.builders import container, limits_entry, pod
+from devtools.certs import CertPaths, make_ca_and_cert
+from devtools.controlplane import ControlPlane
+from devtools.reviews import admission_review
+from devtools.stack import EXAMPLE_LIMITS, Process, SimulatorProcess, Webhook, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 
 DEADLINE = 1.0  # platform.deadline
@@ -171,7 +172,7 @@ class Cell:
 # --- the TLS simulator --------------------------------------------------------------------
 
 
-class TlsSimulator(Simulator):
+class TlsSimulatorProcess(SimulatorProcess):
     """``nodelimits simulate`` over TLS; restartable on the same port with another cert.
 
     Each start logs to its own file, so nothing it ever printed is lost to the secrets grep.
@@ -187,7 +188,7 @@ class TlsSimulator(Simulator):
         self._admin_context.check_hostname = False
         self._admin_context.verify_mode = ssl.CERT_NONE  # loopback admin: any cert we serve
 
-    def start(self, certs: CertPaths | None = None) -> TlsSimulator:
+    def start(self, certs: CertPaths | None = None) -> TlsSimulatorProcess:
         certs = certs or self.certs
         path = self.workdir / "simulator.yaml"
         path.write_text(yaml.safe_dump(self.config))
@@ -198,9 +199,9 @@ class TlsSimulator(Simulator):
         self.starts += 1
         log = self.workdir / f"simulator-{self.starts}.log"
         self.logs.append(log)
-        self._process = _Process("simulator", argv, log, os.environ)
+        self._process = Process("simulator", argv, log, os.environ)
         process = self._process
-        _wait("simulator", lambda: "listening on" in process.tail(), process)
+        wait_until("simulator", lambda: "listening on" in process.tail(), process)
         return self
 
     def admin(self, method: str, path: str, payload: object = None) -> Any:
@@ -279,7 +280,9 @@ class Stack:
         secret_dir.mkdir(parents=True, exist_ok=True)
         for name, value in self.secrets.items():
             (secret_dir / name).write_text(value)
-        self.simulator = TlsSimulator(workdir, simulator_config(self.secrets), self.sim_certs)
+        self.simulator = TlsSimulatorProcess(
+            workdir, simulator_config(self.secrets), self.sim_certs
+        )
         settings = webhook_settings(
             mode, token_source, secret_dir, self.sim_certs.ca, discover=discover
         )
@@ -336,7 +339,7 @@ class Stack:
                 if label == "fits"
                 else pod(container(cpu="999"), name=f"{label}-{uid[:8]}", group=group)
             )
-        payload = admission_review(uid, obj)
+        payload = admission_review(obj, uid=uid, user="fault-matrix")
         started = time.perf_counter()
         status, text = post(f"{self.webhook.url}/pods", payload, self._context)
         elapsed = (time.perf_counter() - started) * 1000
@@ -455,26 +458,6 @@ class Stack:
 
 
 # --- HTTP and metrics helpers -------------------------------------------------------------
-
-
-def admission_review(uid: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "userInfo": {"username": "fault-matrix"},
-            "object": obj,
-            "oldObject": None,
-            "dryRun": False,
-            "namespace": meta.get("namespace"),
-            "name": meta.get("name"),
-        },
-    }
 
 
 def post(url: str, payload: object, context: ssl.SSLContext) -> tuple[int, str]:

@@ -9,10 +9,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.builders import GROUP_KEY, TYPE_KEY
+from devtools.builders import GROUP_KEY, TYPE_KEY
 
 # Unicode everywhere: names, keys, values (surrogates excluded: JSON cannot carry them).
-text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 scalars = (
     st.none()
     | st.booleans()

@@ -31,10 +31,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.builders import container, cronjob, job, pod, workload
+from devtools.builders import container, cronjob, job, pod, workload
+from devtools.reviews import admission_review
 from webhook.config import PolicySettings
-from webhook.platform.static import StaticLimits, load_limits_file
-from webhook.review import review
+from webhook.core import policy, workloads
+from webhook.core.limits import LimitsTable
+from webhook.platform.static import load_limits_file
 
 __all__ = [
     "Expected",
@@ -83,7 +85,7 @@ class ReviewGenerator:
         self.shapes = [s for s in self._SHAPES if s[2] in operations]
         self.weights = [s[0] for s in self.shapes]
         data = load_limits_file(limits_file)
-        self.limits = StaticLimits(data)
+        self.table = LimitsTable.of(data)
         self.groups = [
             (e.resourceGroup, e.acceleratorType.value if e.acceleratorType else "cpu", e)
             for e in data.resourceGroups
@@ -100,6 +102,7 @@ class ReviewGenerator:
         roll = rng.random()
         if roll < 0.04:
             return [container(cpu="1")], UNKNOWN_GROUP
+        group: str | None
         group, accel, limits = rng.choice(self.groups)
         if roll < 0.08:
             group = None  # no annotation: not checked
@@ -182,25 +185,17 @@ class ReviewGenerator:
         group, version, plural = self._GVR[kind]
         path = "/pods-resize" if subresource else f"/{plural}"
         uid = str(uuid.uuid4())
-        request: dict[str, Any] = {
-            "uid": uid,
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": plural},
-            "operation": operation,
-            "userInfo": USER,
-            "name": obj["metadata"]["name"],
-            "namespace": obj["metadata"]["namespace"],
-            "object": obj,
-            "oldObject": old,
-            "dryRun": self.rng.random() < 0.3,
-        }
-        if subresource:
-            request["subResource"] = subresource
-        review_ = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": request,
-        }
+        review_ = admission_review(
+            obj,
+            operation=operation,
+            old=old,
+            uid=uid,
+            resource=(group, version, plural),
+            kind=kind,
+            sub_resource=subresource,
+            user=USER,
+            dry_run=self.rng.random() < 0.3,
+        )
         shape = f"{kind} {operation} {variant}".strip()
         return Generated(path, shape, uid, _dumps(review_), expected)
 
@@ -211,15 +206,20 @@ class ReviewGenerator:
         alone is not checked (allowed) whatever it asks."""
         if variant == "unchanged":
             return Expected(True)
-        decision = (await review(obj, self.policy, self.limits)).decision
+        workload = workloads.workload_of(obj)
+        if isinstance(workload, workloads.Skipped):
+            return Expected(True)
+        decision = policy.evaluate(workload, self.policy, self.table.get, self.table.types)
         return Expected(decision.allowed, decision.message)
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj["spec"]
+    spec: dict[str, Any] = obj["spec"]
     if "jobTemplate" in spec:
         spec = spec["jobTemplate"]["spec"]
-    return spec["template"]["spec"] if "template" in spec else spec
+    if "template" in spec:
+        spec = spec["template"]["spec"]
+    return spec
 
 
 def _copy(obj: Any) -> Any:

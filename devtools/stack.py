@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from tests.certs import make_ca_and_cert
-from tests.e2e.controlplane import ControlPlane, free_port
+from devtools.certs import make_ca_and_cert
+from devtools.controlplane import ControlPlane, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "nodelimits"
 EXAMPLE_LIMITS = ROOT / "examples" / "limits.yaml"
 START_TIMEOUT = 60.0
@@ -41,7 +41,7 @@ class StackError(RuntimeError):
     """A component of the stack failed to start; the message carries its log tail."""
 
 
-class _Process:
+class Process:
     def __init__(self, name: str, argv: list[str], log: Path, env: Mapping[str, str]) -> None:
         self.name, self.log = name, log
         with log.open("wb") as out:
@@ -71,7 +71,7 @@ class _Process:
         return self.proc.returncode
 
 
-def _wait(what: str, check: Any, process: _Process, timeout: float = START_TIMEOUT) -> Any:
+def wait_until(what: str, check: Any, process: Process, timeout: float = START_TIMEOUT) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.alive():
@@ -91,7 +91,7 @@ def _http_status(url: str) -> int:
         return int(getattr(exc, "code", 0) or 0)
 
 
-class Simulator:
+class SimulatorProcess:
     """``nodelimits simulate`` as a subprocess, with its admin endpoint."""
 
     def __init__(self, workdir: Path, config: Mapping[str, Any] | None = None) -> None:
@@ -99,9 +99,9 @@ class Simulator:
         self.config = dict(config or _default_sim_config())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._process: _Process | None = None
+        self._process: Process | None = None
 
-    def start(self) -> Simulator:
+    def start(self) -> SimulatorProcess:
         path = self.workdir / "simulator.yaml"
         path.write_text(yaml.safe_dump(self.config))
         argv = [
@@ -114,8 +114,8 @@ class Simulator:
             "--port",
             str(self.port),
         ]
-        self._process = _Process("simulator", argv, self.workdir / "simulator.log", os.environ)
-        _wait(
+        self._process = Process("simulator", argv, self.workdir / "simulator.log", os.environ)
+        wait_until(
             "simulator",
             lambda: "listening on" in self._process.tail() if self._process else False,
             self._process,
@@ -161,7 +161,7 @@ class Webhook:
         self,
         workdir: Path,
         plane: ControlPlane,
-        simulator: Simulator,
+        simulator: SimulatorProcess,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir, self.plane, self.simulator = workdir, plane, simulator
@@ -169,7 +169,7 @@ class Webhook:
         self.port = free_port()
         self.metrics_port = free_port()
         self.settings = settings or {}
-        self._process: _Process | None = None
+        self._process: Process | None = None
 
     @property
     def url(self) -> str:
@@ -213,8 +213,8 @@ class Webhook:
         env = self.plane.env()
         env["NODELIMITS_CONFIG_FILE"] = str(path)
         argv = [sys.executable, "-m", "webhook", "serve"]
-        self._process = _Process("nodelimits serve", argv, self.workdir / "serve.log", env)
-        _wait(
+        self._process = Process("nodelimits serve", argv, self.workdir / "serve.log", env)
+        wait_until(
             "nodelimits serve",
             lambda: _http_status(f"{self.metrics_url}/readyz") == 200,
             self._process,
@@ -323,11 +323,11 @@ def running_stack(
     settings: Mapping[str, Any] | None = None,
     sim_config: Mapping[str, Any] | None = None,
     workdir: Path | None = None,
-) -> Iterator[tuple[Simulator, Webhook]]:
-    """Simulator + webhook, registered; stopped and unregistered on exit."""
+) -> Iterator[tuple[SimulatorProcess, Webhook]]:
+    """The simulator and the webhook processes, registered; stopped and unregistered on exit."""
     own = workdir is None
     work = workdir or Path(tempfile.mkdtemp(prefix="nodelimits-stack-"))
-    simulator = Simulator(work, sim_config).start()
+    simulator = SimulatorProcess(work, sim_config).start()
     webhook: Webhook | None = None
     try:
         webhook = Webhook(work, plane, simulator, settings).start()

@@ -18,13 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.controlplane import TestbinUnavailable, find_bin_dir
+from devtools.controlplane import TestbinUnavailable, find_bin_dir
 
 ENV_REQUIRE = "NODELIMITS_REQUIRE_E2E"
 """Set to 1 (as .ci/run does) to fail instead of skip when the binaries cannot be had."""
 TESTS = Path(__file__).parent
 NEEDS_TESTBIN = (TESTS / "e2e", TESTS / "chart")
 _TESTBIN = pytest.StashKey["Path | TestbinUnavailable"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--write-docs",
+        action="store_true",
+        default=False,
+        help="let tests that measure what docs/ report rewrite those sections (make docs); "
+        "without it no test writes a tracked file",
+    )
 
 
 def required() -> bool:

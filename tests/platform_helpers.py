@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.builders import node_limits
+from devtools.builders import node_limits
 from webhook.config import CacheSettings, PlatformSettings
-from webhook.platform.models import NodeLimits
+from webhook.core.limits import NodeLimits
 from webhook.simulator import Account, Fault, SimulatorConfig
 
 __all__ = [

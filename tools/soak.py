@@ -1,8 +1,8 @@
 """Bounded soak of ``nodelimits serve``: fixed-rate mixed load, a flapping platform and
 certificate rotation, every verdict checked against the pure core.
 
-    python tools/soak.py --duration 600 --rate 200          # make soak
-    python tools/soak.py --duration 60                      # a quick check
+    python -m tools.soak --duration 600 --rate 200          # make soak
+    python -m tools.soak --duration 60                      # a quick check
 
 Starts a control plane (kopf's login and discovery), the platform simulator and
 ``nodelimits serve`` on loopback, then for ``--duration`` seconds:
@@ -11,7 +11,7 @@ Starts a control plane (kopf's login and discovery), the platform simulator and
   (request i is due at t0 + i/rate; latency counts from the due time), each with a fresh
   UID: Pod CREATE, pods/resize UPDATE, Job/CronJob/Deployment CREATE and UPDATE with a
   changed or an unchanged template, 30% dry-run, five resource groups plus an unknown one,
-  50 namespaces (``tests/loadgen.py``);
+  50 namespaces (``devtools/loadgen.py``);
 * after the warm-up, switches a platform fault on and off every ~20-30 s (503, blackhole,
   HTML page, truncated JSON, dropped connection, latency beyond the deadline, codes 10001
   and 10008, wrong types, null data) with ``cache.ttl`` 2 s, so refreshes meet the faults;
@@ -45,17 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from devtools import loadgen
+from devtools.certs import CertPaths
+from devtools.controlplane import ControlPlane, find_bin_dir
+from devtools.stack import EXAMPLE_LIMITS, SimulatorProcess, Webhook
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import aiohttp  # noqa: E402
-
-from tests import loadgen  # noqa: E402
-from tests.certs import CertPaths  # noqa: E402
-from tests.e2e.controlplane import ControlPlane, find_bin_dir  # noqa: E402
-from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook  # noqa: E402
-
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 AI_PATHS = "/ai/openapi/v2/instance-service/*"
@@ -71,6 +68,7 @@ FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "code", "code": "10008"},
     {"kind": "null_data"},
 )
+
 CLIENT_TIMEOUT = 10.0
 SAMPLE_EVERY = 5.0
 
@@ -121,7 +119,7 @@ def _metric(text: str, name: str) -> float | None:
     return total if found else None
 
 
-async def _drive(args: argparse.Namespace, sim: Simulator, hook: Webhook, certs: Any) -> Run:
+async def _drive(args: argparse.Namespace, sim: SimulatorProcess, hook: Webhook, certs: Any) -> Run:
     run = Run(args.duration, args.rate, args.warmup)
     gen = loadgen.ReviewGenerator(EXAMPLE_LIMITS, seed=args.seed)
     rng = random.Random(args.seed)  # noqa: S311 - fault schedule, not crypto
@@ -532,12 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     work = Path(tempfile.mkdtemp(prefix="nodelimits-soak-"))
     plane: ControlPlane | None = None
-    sim: Simulator | None = None
+    sim: SimulatorProcess | None = None
     hook: Webhook | None = None
     try:
         began = time.monotonic()
         plane = ControlPlane(find_bin_dir()).start()
-        sim = Simulator(work).start()
+        sim = SimulatorProcess(work).start()
         certs = loadgen.RotatingCerts(work / "secret")
         hook = Webhook(
             work,

@@ -11,14 +11,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from webhook.config import ConfigError, Settings, load_settings
-from webhook.review import LimitsProvider
+from webhook.serve.handlers import HANDLERS
 
 __all__ = ["main"]
 
@@ -106,6 +105,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option(
     "-o",
     "--output",
+    "output_format",
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
@@ -116,7 +116,7 @@ def check(
     limits_file: Path | None,
     live: bool,
     resource_group: str | None,
-    output: str,
+    output_format: str,
     config: Path | None,
 ) -> None:
     """Check manifests offline: does every workload fit one node of its resource group?
@@ -130,12 +130,13 @@ def check(
       1  at least one object is rejected
       2  usage, input, configuration or platform error
     """
-    import asyncio
-
-    from webhook.check import render_json, render_table, run_check
+    from webhook import output
+    from webhook.check import run_check
     from webhook.manifests import ManifestError, expand_paths
+    from webhook.metrics import Metrics
+    from webhook.platform import build_limits_cache
     from webhook.platform.errors import PlatformError
-    from webhook.platform.static import LimitsFileError, StaticLimits
+    from webhook.platform.static import LimitsFileError
 
     if live == (limits_file is not None):
         fail("give exactly one of --limits-file FILE or --live")
@@ -144,21 +145,20 @@ def check(
     except ManifestError as exc:
         fail(str(exc))
     settings = settings_from(config)
+    if limits_file is not None:  # the same cache as --live and serve, over the file
+        platform = settings.platform.model_copy(update={"limits_file": limits_file})
+        settings = settings.model_copy(update={"platform": platform})
     policy_settings = settings.policy
     if resource_group is not None:
         policy_settings = policy_settings.model_copy(update={"default_group": resource_group})
 
     async def run() -> int:
-        if limits_file is not None:
-            report = await run_check(sources, policy_settings, StaticLimits.from_path(limits_file))
+        async with build_limits_cache(settings, Metrics()) as cache:
+            report = await run_check(sources, policy_settings, cache)
+        if output_format == "json":
+            click.echo(output.render_check_json(report), nl=False)
         else:
-            async with live_limits(settings) as provider:
-                report = await run_check(sources, policy_settings, provider)
-        out = click.get_text_stream("stdout")
-        if output == "json":
-            render_json(report, out)
-        else:
-            render_table(report, out)
+            click.echo(output.render_check_table(report), nl=False)
         for line in report.errors:
             click.echo(f"error: {line}", err=True)
         return report.exit_code
@@ -173,18 +173,17 @@ def check(
         fail(f"platform: {exc}")
 
 
-def live_limits(settings: Settings) -> AbstractAsyncContextManager[LimitsProvider]:
-    """The platform client behind the cache, as a limits provider."""
-    from webhook.metrics import Metrics
-    from webhook.platform import build_limits_cache
-
-    return build_limits_cache(settings, Metrics())
-
-
 # --- serve ------------------------------------------------------------------------------
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+_SERVE_HELP = f"""Run the admission webhook (kopf, admission-only, no RBAC beyond discovery).
+
+Serves {", ".join(h.path for h in HANDLERS)} over TLS, and /metrics, /healthz, /readyz over
+HTTP. Reads settings from --config and NODELIMITS_* variables; logs one JSON line per review.
+"""
+
+
+@main.command(context_settings=CONTEXT_SETTINGS, help=_SERVE_HELP)
 @config_option
 @click.option("--port", type=int, help="Webhook TLS port (default 9443; server.port).")
 @click.option("--metrics-port", type=int, help="Metrics and probes port (default 8080).")
@@ -200,17 +199,9 @@ def serve(
     metrics_port: int | None,
     dev_webhook_url: str | None,
 ) -> None:
-    """Run the admission webhook (kopf, admission-only, no RBAC beyond discovery).
-
-    Serves /pods, /pods-resize, /jobs, /cronjobs, /deployments, /statefulsets,
-    /daemonsets and /replicasets over TLS, and /metrics, /healthz, /readyz over HTTP.
-    Reads settings from --config and NODELIMITS_* variables; logs one JSON line per review.
-    """
-    import asyncio
-
     from webhook.platform.static import LimitsFileError
-    from webhook.server import configure_logging
-    from webhook.server import serve as run_server
+    from webhook.serve.process import configure_logging
+    from webhook.serve.process import serve as run_server
 
     server: dict[str, object] = {}
     if port is not None:
@@ -241,10 +232,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-# (admission issue)
-
 # --- limits, simulate -------------------------------------------------------------------
-# (platform issue)
 
 
 @main.command("limits")
@@ -260,6 +248,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 @click.option(
     "--output",
     "-o",
+    "output_format",
     type=click.Choice(["table", "yaml", "json"]),
     default="table",
     show_default=True,
@@ -267,7 +256,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 )
 @config_option
 def limits(
-    group: str | None, accelerator: str | None, all_groups: bool, output: str, config: Path | None
+    group: str | None,
+    accelerator: str | None,
+    all_groups: bool,
+    output_format: str,
+    config: Path | None,
 ) -> None:
     """Print the per-node limits of GROUP, or of every group with --all.
 
@@ -277,12 +270,11 @@ def limits(
       nodelimits limits kshdtest --accelerator-type dcu -o json
       nodelimits limits --all -o yaml > limits.yaml
     """
-    import asyncio
-
+    from webhook import output
+    from webhook.core.limits import AcceleratorType
     from webhook.metrics import Metrics
     from webhook.platform import build_limits_cache, snapshot
     from webhook.platform.errors import PlatformError
-    from webhook.platform.models import AcceleratorType
     from webhook.platform.static import LimitsFileError
 
     if (group is None) != all_groups:
@@ -301,7 +293,7 @@ def limits(
     except PlatformError as exc:
         fail(f"platform: {exc}")
     memory_unit = settings.policy.memory_unit
-    click.echo(snapshot.render(taken.limits, output, memory_unit=memory_unit), nl=False)
+    click.echo(output.render_limits(taken.limits, output_format, memory_unit=memory_unit), nl=False)
     for line in taken.problems:
         click.echo(f"error: {line}", err=True)
     sys.exit(EXIT_ERROR if taken.problems else EXIT_OK)
@@ -338,7 +330,6 @@ def simulate(
       nodelimits simulate --config groups.yaml --port 0
       NODELIMITS_PLATFORM__BASE_URL=http://127.0.0.1:65106 nodelimits limits TeslaM40
     """
-    import asyncio
     import ssl
 
     from webhook import simulator

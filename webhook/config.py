@@ -9,10 +9,8 @@ sub-model a component needs, down; there is no module-level instance.
 from __future__ import annotations
 
 import enum
-import fnmatch
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +19,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -37,7 +34,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from webhook.platform.models import AcceleratorType
+from webhook.core.devices import AcceleratorRule, DeviceCount
+from webhook.core.policy import PolicySettings
 
 __all__ = [
     "AcceleratorRule",
@@ -78,11 +76,6 @@ class FailureMode(enum.StrEnum):
     OPEN = "open"  # ... -> allow with a warning, counted in nodelimits_fail_open_total
 
 
-class DeviceCount(enum.StrEnum):
-    CARDS = "cards"  # whole physical cards: counted against gpuNumber
-    VIRTUAL = "virtual"  # slices, shares, memory, cores: reveal the type, never counted
-
-
 class TokenSource(enum.StrEnum):
     NONE = "none"  # no token header (simulator without auth, or a proxy adds it)
     FILE = "file"  # a static token in a file (a mounted Secret), re-read when it changes
@@ -92,91 +85,6 @@ class TokenSource(enum.StrEnum):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class AcceleratorRule(_Model):
-    """One row of the accelerator resource table.
-
-    ``pattern`` is a resource name or a glob (``fnmatch``: ``*``, ``?``, ``[0-9]``).
-    Rules are tried in order and the first match wins, so list specific rules first.
-    """
-
-    pattern: Annotated[str, Field(min_length=1)]
-    type: AcceleratorType
-    count: DeviceCount = DeviceCount.CARDS
-
-
-def _rule(pattern: str, type_: AcceleratorType, count: DeviceCount) -> AcceleratorRule:
-    return AcceleratorRule(pattern=pattern, type=type_, count=count)
-
-
-_GPU, _DCU, _MLU = AcceleratorType.GPU, AcceleratorType.DCU, AcceleratorType.MLU
-_CARDS, _VIRTUAL = DeviceCount.CARDS, DeviceCount.VIRTUAL
-DEFAULT_ACCELERATORS: tuple[AcceleratorRule, ...] = (
-    _rule("nvidia.com/gpu", _GPU, _CARDS),
-    # MIG slices, time-sliced replicas (gpu.shared), HAMi gpumem/gpucores: not cards.
-    _rule("nvidia.com/*", _GPU, _VIRTUAL),
-    _rule("hygon.com/dcu", _DCU, _CARDS),
-    # dcu-share-*, dcu-mig-*, HAMi dcunum/dcumem/dcucores, hcu*: not cards.
-    _rule("hygon.com/*", _DCU, _VIRTUAL),
-    # Shares, MIM slices and sMLU fractions, also of per-model names (mlu370.smlu.vcore).
-    _rule("cambricon.com/*.smlu.*", _MLU, _VIRTUAL),
-    _rule("cambricon.com/*.share", _MLU, _VIRTUAL),
-    _rule("cambricon.com/*.mim-*", _MLU, _VIRTUAL),
-    _rule("cambricon.com/mlu", _MLU, _CARDS),
-    _rule("cambricon.com/mlu[0-9]*", _MLU, _CARDS),  # per-model whole cards: mlu370, mlu590
-    _rule("cambricon.com/*", _MLU, _VIRTUAL),  # vmlu, HAMi mlunum/mlumem
-)
-
-
-class PolicySettings(_Model):
-    """What the decision checks and how it reads objects."""
-
-    group_annotation: str = "nodelimits.io/resource-group"
-    """Annotation naming the resource group; objects without it are not checked."""
-    type_annotation: str = "nodelimits.io/accelerator-type"
-    """Optional annotation naming the accelerator type (gpu|dcu|mlu|cpu)."""
-    default_group: str | None = None
-    """Group assumed when an object has no annotation (None: unannotated objects are skipped)."""
-    default_accelerator_type: AcceleratorType = AcceleratorType.CPU
-    """Type used when neither annotation, devices nor the group tell it."""
-    group_types: dict[str, AcceleratorType] = Field(default_factory=dict)
-    """Known type per group, e.g. {"TeslaM40": "gpu"}."""
-    accelerators: tuple[AcceleratorRule, ...] = DEFAULT_ACCELERATORS
-    """The accelerator resource table (whole cards vs virtual/fractional resources)."""
-    memory_unit: Literal["Mi", "M", "Gi", "G", "Ki", "K"] = "Mi"
-    """Unit of the platform's memorySize. Observed to be MiB (Slurm's MB)."""
-    require_deadline: bool = False
-    """Deny (instead of warn) a Pod or Job without activeDeadlineSeconds under a finite maxTime."""
-
-    # Memo of device_rule(): resource names repeat endlessly; bounded, since they come from
-    # user objects. Private, so it is neither a setting nor part of equality.
-    _device_memo: dict[str, AcceleratorRule | None] = PrivateAttr(default_factory=dict)
-
-    @property
-    def device_memo(self) -> Mapping[str, AcceleratorRule | None]:
-        """Rules already looked up, for hot loops."""
-        return self._memo()
-
-    def _memo(self) -> dict[str, AcceleratorRule | None]:
-        # Straight from pydantic's private storage: `self._device_memo` goes through
-        # BaseModel.__getattr__, which costs more than the lookups it serves.
-        private = self.__pydantic_private__
-        assert private is not None
-        memo: dict[str, AcceleratorRule | None] = private["_device_memo"]
-        return memo
-
-    def device_rule(self, resource: str) -> AcceleratorRule | None:
-        """The first rule of ``accelerators`` whose pattern matches, or None."""
-        memo = self._memo()
-        if resource in memo:
-            return memo[resource]
-        found = next(
-            (r for r in self.accelerators if fnmatch.fnmatchcase(resource, r.pattern)), None
-        )
-        if len(memo) < 10_000:
-            memo[resource] = found
-        return found
 
 
 class CacheSettings(_Model):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from webhook.workloads import InvalidObject, iter_objects
+from webhook.core.workloads import InvalidObject, iter_objects
 
 __all__ = ["MANIFEST_SUFFIXES", "Document", "ManifestError", "expand_paths", "read_documents"]
 

@@ -34,7 +34,11 @@ class LogKey:
     DRY_RUN = "dry_run"
     DURATION_MS = "duration_ms"
     LIMITS_SOURCE = "limits_source"
+    """``stale``: cached limits served only because the platform is failing; else ``fresh``."""
+    SKIPPED = "skipped"
+    """Why a review was not checked (no annotation, an operation not ours, unchanged pods)."""
     ERROR = "error"
+    """Why a review could not be decided (invalid object, platform refusal or failure)."""
 
 
 @dataclass

@@ -1,75 +1,56 @@
-"""One object through the whole pipeline, given where its limits come from.
+"""One object through the whole pipeline, its limits read through the limits cache.
 
-``nodelimits check`` and the admission handlers both call :func:`review`: workloads ->
-policy plan -> limits (from a :class:`LimitsProvider`) -> policy decision. What differs
-between them is only where objects come from and what they do with a platform failure,
-so platform errors other than an unknown group propagate to the caller.
+``nodelimits check`` and the admission handlers both call :func:`review` (or, holding a
+parsed workload already, :func:`review_workload`): policy plan -> limits (from a
+:class:`~webhook.platform.cache.LimitsCache`, over the live API or a limits file) ->
+policy decision. What differs between them is only where objects come from and what they
+do with a platform failure, so platform errors other than an unknown group propagate to
+the caller. The same pipeline for limits at hand, without awaiting, is
+:func:`webhook.core.policy.evaluate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from webhook import policy, workloads
-from webhook.config import PolicySettings
+from webhook.core import policy, workloads
+from webhook.core.limits import AcceleratorType
+from webhook.core.policy import PolicySettings
+from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import UnknownResourceGroup
-from webhook.platform.models import AcceleratorType, NodeLimits
 
-__all__ = ["Limits", "LimitsProvider", "Review", "review", "review_workload"]
-
-
-class Limits(Protocol):
-    """What a provider hands back: the limits, and whether they are stale."""
-
-    @property
-    def limits(self) -> NodeLimits: ...
-
-    @property
-    def stale(self) -> bool: ...
-
-    @property
-    def age_seconds(self) -> float: ...
-
-    @property
-    def refresh_failed(self) -> bool: ...
-
-
-class LimitsProvider(Protocol):
-    """Where limits come from: the platform through the cache, or a limits file."""
-
-    async def get(self, group: str, accelerator: AcceleratorType) -> Limits: ...
-
-    async def group_types(self, group: str) -> frozenset[AcceleratorType]: ...
+__all__ = ["Review", "review", "review_workload"]
 
 
 @dataclass(frozen=True, slots=True)
 class Review:
     decision: policy.Decision
-    stale: bool = False
-    """The decision used stale limits because the platform is failing (within maxStale)."""
+    served_on_error: bool = False
+    """The decision used cached limits only because the platform is failing (stale-if-error,
+    within maxStale); a healthy stale-while-revalidate hit is not this."""
 
 
-async def review(
-    obj: Mapping[str, Any], settings: PolicySettings, provider: LimitsProvider
-) -> Review:
+async def review(obj: Mapping[str, Any], settings: PolicySettings, limits: LimitsCache) -> Review:
     """Decide one Kubernetes object.
 
-    Raises :class:`~webhook.workloads.InvalidObject` and
-    :class:`~webhook.resources.InvalidQuantity` for malformed input, and any
+    Raises :class:`~webhook.core.workloads.InvalidObject` and
+    :class:`~webhook.core.resources.InvalidQuantity` for malformed input, and any
     :class:`~webhook.platform.errors.PlatformError` except an unknown group, which is
     a denial naming the group.
     """
-    workload = workloads.workload_of(obj)
-    if isinstance(workload, workloads.Skipped):
-        return Review(policy.skip(workload))
-    return await review_workload(workload, settings, provider)
+    return await review_workload(workloads.workload_of(obj), settings, limits)
 
 
 async def review_workload(
-    workload: workloads.Workload, settings: PolicySettings, provider: LimitsProvider
+    workload: workloads.Workload | workloads.Skipped,
+    settings: PolicySettings,
+    limits: LimitsCache,
 ) -> Review:
+    """:func:`review` of an object already read (the admission path reads it once)."""
+    if isinstance(workload, workloads.Skipped):
+        return Review(policy.skip(workload))
     planned = policy.plan(workload, settings)
     if planned.group is None:
         return Review(policy.skip(workload))
@@ -77,28 +58,17 @@ async def review_workload(
         return Review(policy.refuse(planned, planned.accelerator))
     group_types: frozenset[AcceleratorType] = frozenset()
     if policy.needs_group_types(planned, settings):
-        group_types = await provider.group_types(planned.group)
+        group_types = await limits.group_types(planned.group)
     accelerator = policy.choose_accelerator(planned, group_types, settings)
     try:
-        found = await provider.get(planned.group, accelerator)
+        found = await limits.get(planned.group, accelerator)
     except UnknownResourceGroup:
-        offered = await provider.group_types(planned.group)
-        hint = (
-            f" (it is offered as: {', '.join(sorted(t.value for t in offered))})" if offered else ""
-        )
-        return Review(
-            policy.refuse(
-                planned,
-                accelerator,
-                "resourceGroup",
-                f'resource group "{planned.group}" is unknown to the platform '
-                f"for accelerator type {accelerator.value}{hint}",
-            )
-        )
+        offered = await limits.group_types(planned.group)
+        return Review(policy.unknown_group(planned, accelerator, offered))
     decision = policy.decide(planned, found.limits, accelerator, settings)
     if found.refresh_failed:
         decision = decision.with_warnings(
             f'limits of resource group "{planned.group}" are {int(found.age_seconds)}s old: '
             "the platform API is failing, so cached limits were used"
         )
-    return Review(decision, stale=found.refresh_failed)
+    return Review(decision, served_on_error=found.refresh_failed)

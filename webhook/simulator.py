@@ -76,6 +76,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from webhook.core.limits import AcceleratorType, LimitsFile, NodeLimits
 from webhook.platform.auth import (
     AKSK_TOKENS_PATH,
     NEXT_TOKEN_PATH,
@@ -83,7 +84,7 @@ from webhook.platform.auth import (
     aksk_signature,
 )
 from webhook.platform.client import CENTER_PATH, LIMITS_PATH, RESOURCE_GROUPS_PATH
-from webhook.platform.models import AcceleratorType, ErrorCode, LimitsFile, NodeLimits
+from webhook.platform.models import ErrorCode
 
 __all__ = [
     "Account",

@@ -254,7 +254,7 @@ def test_release_name_is_used_for_every_namespaced_object(case: tuple[dict, Rend
 
 def test_handler_contract_matches_the_server_handlers() -> None:
     """The table the chart is tested against is the one `nodelimits serve` registers."""
-    from webhook.admission import HANDLERS as SERVED
+    from webhook.serve.admission import HANDLERS as SERVED
 
     served = [
         (h.kind, h.group, h.plural + (f"/{h.subresource}" if h.subresource else ""), h.path,

@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real control plane (see tests/e2e/controlplane.py).
+"""Fixtures for tests against a real control plane (see devtools/controlplane.py).
 
 - `control_plane`: one running `ControlPlane` for the whole run (session).
 - `namespace`: a fresh namespace per test; never deleted, since nothing would finish it.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.controlplane import ControlPlane
+from devtools.controlplane import ControlPlane
 
 LOG_LINES_IN_REPORT = 60
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.builders import container, job, pod
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import Simulator, Webhook
+from devtools.builders import container, job, pod
+from devtools.controlplane import ControlPlane
+from devtools.reviews import admission_review
+from devtools.stack import SimulatorProcess, Webhook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
 LIMITS = EXAMPLES.parent / "limits.yaml"
@@ -27,9 +28,9 @@ LIMITS = EXAMPLES.parent / "limits.yaml"
 @pytest.fixture(scope="module")
 def stack(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Simulator, Webhook]]:
+) -> Iterator[tuple[SimulatorProcess, Webhook]]:
     work = tmp_path_factory.mktemp("stack")
-    simulator = Simulator(work).start()
+    simulator = SimulatorProcess(work).start()
     webhook = Webhook(work, control_plane, simulator).start()
     try:
         webhook.register()
@@ -41,7 +42,7 @@ def stack(
 
 
 @pytest.fixture
-def webhook(stack: tuple[Simulator, Webhook]) -> Webhook:
+def webhook(stack: tuple[SimulatorProcess, Webhook]) -> Webhook:
     return stack[1]
 
 
@@ -237,24 +238,15 @@ def test_unknown_group_is_rejected_by_name(
 def _review(
     uid: str, obj: dict[str, Any], operation: str = "CREATE", subresource: str | None = None
 ) -> dict[str, Any]:
-    kind = obj["kind"]
-    group, _, version = obj["apiVersion"].rpartition("/")
-    plural = kind.lower() + "s"
-    request: dict[str, Any] = {
-        "uid": uid,
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": plural},
-        "operation": operation,
-        "userInfo": {"username": "test"},
-        "object": obj,
-        "oldObject": obj if operation == "UPDATE" else None,
-        "dryRun": True,
-        "namespace": obj["metadata"].get("namespace"),
-        "name": obj["metadata"]["name"],
-    }
-    if subresource:
-        request["subResource"] = subresource
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return admission_review(
+        obj,
+        operation=operation,
+        old=obj if operation == "UPDATE" else None,
+        uid=uid,
+        sub_resource=subresource,
+        user="test",
+        dry_run=True,
+    )
 
 
 def _post(webhook: Webhook, url: str, payload: object) -> tuple[int, Any]:
@@ -331,10 +323,10 @@ class TestPlatformDown:
 
     @pytest.fixture
     def make_stack(self, control_plane: ControlPlane, tmp_path: Path) -> Iterator[Any]:
-        started: list[tuple[Simulator, Webhook]] = []
+        started: list[tuple[SimulatorProcess, Webhook]] = []
 
-        def make(**settings: Any) -> tuple[Simulator, Webhook]:
-            simulator = Simulator(tmp_path).start()
+        def make(**settings: Any) -> tuple[SimulatorProcess, Webhook]:
+            simulator = SimulatorProcess(tmp_path).start()
             webhook = Webhook(tmp_path, control_plane, simulator, settings).start()
             webhook.register()
             started.append((simulator, webhook))

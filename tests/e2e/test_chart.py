@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from devtools.controlplane import ControlPlane
 from tests.chart.chart import CHART
-from tests.e2e.controlplane import ControlPlane
 
 
 def get(plane: ControlPlane, *args: str) -> dict[str, Any]:

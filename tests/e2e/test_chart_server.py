@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import certs
-from tests.builders import limits_entry
+from devtools import certs
+from devtools.builders import limits_entry
+from devtools.controlplane import ControlPlane, free_port
 from tests.chart.chart import CHART, HANDLERS
-from tests.e2e.controlplane import ControlPlane, free_port
 
 GROUP = "TeslaM40"
 ANNOTATION = "nodelimits.io/resource-group"

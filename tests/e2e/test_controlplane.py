@@ -25,14 +25,15 @@ from aiohttp import web
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests import certs
-from tests.e2e.controlplane import (
+from devtools import certs
+from devtools.controlplane import (
     OWNER_FILE,
     WORKDIR_PREFIX,
     CommandFailed,
     ControlPlane,
     ControlPlaneError,
 )
+from devtools.reviews import admission_response
 
 pytestmark = pytest.mark.e2e
 
@@ -204,13 +205,10 @@ class ThrowawayWebhook:
         self.seen.append(
             {"name": metadata.get("name"), "kind": req["kind"]["kind"], "dryRun": req["dryRun"]}
         )
-        response: dict[str, Any] = {"uid": req["uid"], "allowed": True}
         if (metadata.get("labels") or {}).get(DENY_LABEL) == "true":
             message = f"throwaway webhook denies {metadata.get('name')}: {DENY_LABEL}=true"
-            response = {**response, "allowed": False, "status": {"code": 403, "message": message}}
-        return web.json_response(
-            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-        )
+            return web.json_response(admission_response(req["uid"], allowed=False, message=message))
+        return web.json_response(admission_response(req["uid"]))
 
 
 @pytest.fixture

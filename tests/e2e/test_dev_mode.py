@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from tests.builders import container, pod
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import Simulator, Webhook
+from devtools.builders import container, pod
+from devtools.controlplane import ControlPlane
+from devtools.stack import SimulatorProcess, Webhook
 
 MANAGED = "nodelimits.dev.local"
 
@@ -16,7 +16,7 @@ MANAGED = "nodelimits.dev.local"
 def test_dev_mode_registers_a_working_configuration_and_cleans_it_up(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
-    simulator = Simulator(tmp_path).start()
+    simulator = SimulatorProcess(tmp_path).start()
     webhook = Webhook(tmp_path, control_plane, simulator)
     webhook.settings = {
         "server": {"manage_webhook_url": webhook.url, "ca_file": str(webhook.certs.ca)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -23,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders import container, job, pod
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook
-from tests.hostile import hostile_objects, json_values, oversized_pods, text
-from webhook.admission import HANDLERS
+from devtools.builders import container, job, pod
+from devtools.controlplane import ControlPlane
+from devtools.hostile import hostile_objects, json_values, oversized_pods, text
+from devtools.reviews import admission_review
+from devtools.stack import EXAMPLE_LIMITS, SimulatorProcess, Webhook
+from webhook.serve.admission import HANDLERS
 
 PATHS = [h.path for h in HANDLERS]
 RESOURCES = {h.path: (h.group, h.version, h.plural, h.subresource) for h in HANDLERS}
@@ -46,7 +46,7 @@ def server(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Webhook]:
     work = tmp_path_factory.mktemp("hostile")
-    never_started = Simulator(work)  # only its URL lands in the (unused) platform settings
+    never_started = SimulatorProcess(work)  # only its URL lands in the (unused) platform settings
     webhook = Webhook(
         work,
         control_plane,
@@ -79,19 +79,16 @@ def client(server: Webhook) -> Iterator[httpx.Client]:
 
 def envelope(path: str, obj: Any, operation: str = "CREATE", old: Any = None) -> dict[str, Any]:
     group, version, plural, sub = RESOURCES[path]
-    request: dict[str, Any] = {
-        "uid": str(uuid.uuid4()),
-        "kind": {"group": group, "version": version, "kind": "X"},
-        "resource": {"group": group, "version": version, "resource": plural},
-        "operation": operation,
-        "userInfo": {"username": "hostile"},
-        "object": obj,
-        "oldObject": old,
-        "dryRun": False,
-    }
-    if sub:
-        request["subResource"] = sub
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return admission_review(
+        obj,
+        operation=operation,
+        old=old,
+        resource=(group, version, plural),
+        kind="X",
+        sub_resource=sub,
+        user="hostile",
+        identify=False,
+    )
 
 
 def post(client: httpx.Client, path: str, content: bytes, ctype: str = "application/json") -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.builders import GROUP_KEY, container, job, pod
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook
+from devtools.builders import GROUP_KEY, container, job, pod
+from devtools.controlplane import ControlPlane
+from devtools.stack import EXAMPLE_LIMITS, SimulatorProcess, Webhook
 
 OVER = "cpu 999 > 40 cores per node"
 
@@ -27,7 +27,7 @@ def webhook(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Webhook]:
     work = tmp_path_factory.mktemp("no-bypass")
-    never_started = Simulator(work)  # only its URL lands in the (unused) platform settings
+    never_started = SimulatorProcess(work)  # only its URL lands in the (unused) platform settings
     server = Webhook(
         work, control_plane, never_started, {"platform": {"limits_file": str(EXAMPLE_LIMITS)}}
     ).start()

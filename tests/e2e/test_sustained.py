@@ -21,10 +21,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import loadgen
-from tests.certs import CertPaths
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.stack import EXAMPLE_LIMITS, Simulator, Webhook
+from devtools import loadgen
+from devtools.certs import CertPaths
+from devtools.controlplane import ControlPlane
+from devtools.stack import EXAMPLE_LIMITS, SimulatorProcess, Webhook
 
 ROTATION_FAILURES_ALLOWED = 3
 """Connections the client had in flight when the old listener closed them. With the
@@ -34,7 +34,7 @@ LIMITS_PATH = "/ai/openapi/v2/instance-service/resources"
 
 
 def _start(
-    work: Path, plane: ControlPlane, sim: Simulator, **server: object
+    work: Path, plane: ControlPlane, sim: SimulatorProcess, **server: object
 ) -> tuple[Webhook, loadgen.RotatingCerts]:
     certs = loadgen.RotatingCerts(work / "secret")
     hook = Webhook(
@@ -51,8 +51,8 @@ def _start(
 
 
 @pytest.fixture(scope="module")
-def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    sim = Simulator(tmp_path_factory.mktemp("sim")).start()
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
+    sim = SimulatorProcess(tmp_path_factory.mktemp("sim")).start()
     try:
         yield sim
     finally:
@@ -61,7 +61,9 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def served(
-    control_plane: ControlPlane, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    simulator: SimulatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Webhook, loadgen.RotatingCerts]]:
     hook, certs = _start(tmp_path_factory.mktemp("served"), control_plane, simulator)
     try:
@@ -162,7 +164,7 @@ async def test_certificate_rotation_under_load_fails_at_most_a_handful(
 
 
 async def test_sigterm_lets_in_flight_slow_reviews_finish(
-    control_plane: ControlPlane, simulator: Simulator, tmp_path: Path
+    control_plane: ControlPlane, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
     hook, certs = _start(tmp_path, control_plane, simulator)  # its own: a cold cache
     try:

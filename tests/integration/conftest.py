@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.certs import CertPaths, make_ca_and_cert
+from devtools.certs import CertPaths, make_ca_and_cert
 from tests.platform_helpers import platform_settings, simulator_config
 from webhook.config import Settings
 from webhook.metrics import Metrics

@@ -14,10 +14,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.certs import CertPaths
+from devtools.certs import CertPaths
 from tests.integration.conftest import cache_on, wait_for_no_connections
 from tests.platform_helpers import ACCOUNT, simulator_config
 from webhook.cli import main
+from webhook.core.limits import AcceleratorType
 from webhook.platform.client import LIMITS_PATH
 from webhook.platform.errors import (
     MalformedResponse,
@@ -27,7 +28,6 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
-from webhook.platform.models import AcceleratorType
 from webhook.simulator import (
     Cluster,
     Fault,

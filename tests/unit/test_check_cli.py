@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from tests.builders import container, job, limits_entry, pod
+from devtools.builders import container, job, limits_entry, pod
 from webhook.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -8,7 +8,7 @@ Properties, over generated manifests and AdmissionReview request fields:
   elsewhere (extra fields, annotations, labels, wrong-typed unrelated values);
 * **oracle**: for generated valid pods, ``decide`` allows iff every resource computed by
   the small reference implementation below (written from reference/kubernetes.md §1.2,
-  not from webhook/resources.py) fits one node.
+  not from webhook/core/resources.py) fits one node.
 
 Every example is counted; the counts are printed at the end of the module (``-s``) and
 recorded in docs/reliability.md.
@@ -30,8 +30,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders import GROUP_KEY, FakeLimits, node_limits
-from tests.hostile import (
+from devtools.builders import GROUP_KEY, FakeLimits, limits_cache, node_limits
+from devtools.hostile import (
     ABSURD_QUANTITIES,
     as_job,
     hostile_objects,
@@ -40,15 +40,16 @@ from tests.hostile import (
     quantities,
     text,
 )
-from webhook import policy, workloads
-from webhook.admission import HANDLERS, Admission
 from webhook.config import PolicySettings, Settings
+from webhook.core import policy, workloads
+from webhook.core.limits import AcceleratorType, NodeLimits
+from webhook.core.resources import InvalidQuantity, parse_quantity
 from webhook.metrics import Metrics
-from webhook.platform.models import AcceleratorType, NodeLimits
-from webhook.resources import InvalidQuantity, parse_quantity
+from webhook.serve.admission import HANDLERS, Admission
 
 SPECS = {h.id: h for h in HANDLERS}
 POLICY = PolicySettings()
+GPU_ONLY = frozenset({AcceleratorType.GPU})
 CORE_ERRORS = (workloads.InvalidObject, InvalidQuantity)
 MiB = 2**20
 
@@ -71,13 +72,11 @@ def _report_counts() -> Iterator[None]:
 
 
 def run_core(obj: Any, limits: NodeLimits) -> policy.Decision | None:
-    """workload_of -> plan -> choose_accelerator -> decide, as `nodelimits check` does."""
+    """The pure pipeline (policy.evaluate), every group offered as gpu with ``limits``."""
     w = workloads.workload_of(obj)
     if isinstance(w, workloads.Skipped):
         return None
-    planned = policy.plan(w, POLICY)
-    accelerator = policy.choose_accelerator(planned, frozenset({AcceleratorType.GPU}), POLICY)
-    return policy.decide(planned, limits, accelerator, POLICY)
+    return policy.evaluate(w, POLICY, lambda _g, _a: limits, lambda _g: GPU_ONLY)
 
 
 # --- no crash -----------------------------------------------------------------------------
@@ -206,11 +205,11 @@ def internal_errors(metrics: Metrics) -> float:
 @pytest.fixture(scope="module")
 def admission() -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(Settings(), FakeLimits(), metrics), metrics
+    return Admission(Settings(), limits_cache(FakeLimits(), metrics), metrics), metrics
 
 
 def mapping_or_empty(value: Any) -> Any:
-    # server.py's _check_review answers 400 for a non-object `object`/`oldObject` before any
+    # serve/guard.py's check_review answers 400 for a non-object `object`/`oldObject` before any
     # handler runs; kopf hands handlers a dict. So the handler sees mappings only.
     return value if isinstance(value, dict) else {}
 

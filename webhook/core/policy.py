@@ -2,15 +2,16 @@
 
 Three steps, so the I/O in between (fetching limits) stays outside:
 
-1. :func:`plan` reads a :class:`~webhook.workloads.Workload`: its resource group, the
+1. :func:`plan` reads a :class:`~webhook.core.workloads.Workload`: its resource group, the
    accelerator type the annotation or its devices reveal, and its effective demand.
 2. :func:`choose_accelerator` settles the type: annotation, else the devices, else the
    group's own type, else the configured default.
 3. :func:`decide` compares the demand with one node's :class:`NodeLimits` and returns a
    frozen :class:`Decision` listing every violation and warning.
 
-Enforcement (deny / warn / audit) and failure handling are applied by the callers
-(``admission.py``, ``cli.py``), never here.
+:func:`evaluate` runs the three for limits at hand (tests, benchmarks); the admission
+path and ``nodelimits check`` await their limits in :mod:`webhook.review`. Enforcement
+(deny / warn / audit) and failure handling are applied by the callers, never here.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from webhook.config import DeviceCount, PolicySettings
-from webhook.platform.models import AcceleratorType, NodeLimits
-from webhook.resources import (
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from webhook.core.devices import DEFAULT_ACCELERATORS, AcceleratorRule, DeviceCount, DeviceTable
+from webhook.core.limits import AcceleratorType, NodeLimits
+from webhook.core.resources import (
     UNIT_BYTES,
     InvalidQuantity,
     PodResources,
@@ -32,22 +35,58 @@ from webhook.resources import (
     format_memory,
     pod_resources,
 )
-from webhook.workloads import Skipped, Workload
+from webhook.core.workloads import Skipped, Workload, display_name
 
 __all__ = [
     "Decision",
     "Demand",
     "Plan",
+    "PolicySettings",
     "Violation",
     "choose_accelerator",
     "decide",
+    "evaluate",
     "plan",
     "refuse",
     "skip",
+    "unknown_group",
 ]
 
 _ZERO = Decimal(0)
 _MEMORY_FORMAT = {unit: functools.partial(format_memory, unit=unit) for unit in UNIT_BYTES}
+
+
+class PolicySettings(BaseModel):
+    """What the decision checks and how it reads objects (the ``policy`` settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    group_annotation: str = "nodelimits.io/resource-group"
+    """Annotation naming the resource group; objects without it are not checked."""
+    type_annotation: str = "nodelimits.io/accelerator-type"
+    """Optional annotation naming the accelerator type (gpu|dcu|mlu|cpu)."""
+    default_group: str | None = None
+    """Group assumed when an object has no annotation (None: unannotated objects are skipped)."""
+    default_accelerator_type: AcceleratorType = AcceleratorType.CPU
+    """Type used when neither annotation, devices nor the group tell it."""
+    group_types: dict[str, AcceleratorType] = Field(default_factory=dict)
+    """Known type per group, e.g. {"TeslaM40": "gpu"}."""
+    accelerators: Annotated[tuple[AcceleratorRule, ...], AfterValidator(DeviceTable)] = (
+        DEFAULT_ACCELERATORS
+    )
+    """The accelerator resource table (whole cards vs virtual/fractional resources),
+    compiled once into a :class:`~webhook.core.devices.DeviceTable` when validated."""
+    memory_unit: Literal["Mi", "M", "Gi", "G", "Ki", "K"] = "Mi"
+    """Unit of the platform's memorySize. Observed to be MiB (Slurm's MB)."""
+    require_deadline: bool = False
+    """Deny (instead of warn) a Pod or Job without activeDeadlineSeconds under a finite maxTime."""
+
+    @property
+    def devices(self) -> DeviceTable:
+        """The compiled accelerator table (``accelerators`` as validated)."""
+        table = self.accelerators
+        # model_copy(update=...) does not validate: compile a table handed in raw.
+        return table if isinstance(table, DeviceTable) else DeviceTable(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +120,7 @@ class Decision:
 
     @property
     def display_name(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+        return display_name(self.namespace, self.name)
 
     @property
     def message(self) -> str:
@@ -138,14 +177,14 @@ def demand_of(resources: PodResources, settings: PolicySettings) -> Demand:
     cards: dict[AcceleratorType, dict[str, Decimal]] = {}
     card_limits: dict[AcceleratorType, dict[str, Decimal]] = {}
     revealed: set[AcceleratorType] = set()
-    memo = settings.device_memo
+    devices = settings.devices
     for source, target in ((resources.requests, cards), (resources.limits, card_limits)):
         for name, amount in source.items():
             if _is_extended(name) and amount != amount.to_integral_value():
                 raise InvalidQuantity(
                     name, format(amount, "f"), "extended resources must be whole numbers"
                 )
-            rule = memo[name] if name in memo else settings.device_rule(name)
+            rule = devices.rule(name)
             if rule is None or amount == 0:
                 continue
             revealed.add(rule.type)
@@ -168,7 +207,7 @@ def _lookup(annotations: Mapping[str, str], key: str) -> tuple[str | None, str |
 def plan(workload: Workload, settings: PolicySettings) -> Plan:
     """Read a workload's group, accelerator hint and demand.
 
-    Raises :class:`~webhook.resources.InvalidQuantity` for malformed quantities.
+    Raises :class:`~webhook.core.resources.InvalidQuantity` for malformed quantities.
     """
     violations: list[Violation] = []
     warnings: list[str] = []
@@ -455,3 +494,43 @@ def _check_parallelism(
             f'{limits.nodeNumber} node(s) of resource group "{limits.resourceGroup}" '
             f"({per_node} per node); the rest will wait"
         )
+
+
+def unknown_group(
+    planned: Plan, accelerator: AcceleratorType, offered: frozenset[AcceleratorType]
+) -> Decision:
+    """The denial of a group the limits source does not know for ``accelerator``."""
+    hint = f" (it is offered as: {', '.join(sorted(t.value for t in offered))})" if offered else ""
+    return refuse(
+        planned,
+        accelerator,
+        "resourceGroup",
+        f'resource group "{planned.group}" is unknown to the platform '
+        f"for accelerator type {accelerator.value}{hint}",
+    )
+
+
+def evaluate(
+    workload: Workload,
+    settings: PolicySettings,
+    limits: Callable[[str, AcceleratorType], NodeLimits | None],
+    offered: Callable[[str], frozenset[AcceleratorType]],
+) -> Decision:
+    """The whole pure pipeline for limits at hand: plan -> choose_accelerator -> decide.
+
+    ``limits(group, type)`` is None for an unknown pair; ``offered(group)`` gives the types
+    a group is offered under (e.g. ``LimitsTable.get`` and ``LimitsTable.types``). The
+    admission path does the same through :func:`webhook.review.review_workload`, which
+    awaits its limits instead.
+    """
+    planned = plan(workload, settings)
+    if planned.group is None:
+        return skip(workload)
+    if not planned.group:  # an empty annotation: nothing to look up
+        return refuse(planned, planned.accelerator)
+    types = offered(planned.group) if needs_group_types(planned, settings) else frozenset()
+    accelerator = choose_accelerator(planned, types, settings)
+    found = limits(planned.group, accelerator)
+    if found is None:
+        return unknown_group(planned, accelerator, offered(planned.group))
+    return decide(planned, found, accelerator, settings)

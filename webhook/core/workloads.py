@@ -17,6 +17,7 @@ __all__ = [
     "InvalidObject",
     "Skipped",
     "Workload",
+    "display_name",
     "iter_objects",
     "workload_of",
 ]
@@ -52,10 +53,6 @@ class Workload:
     """A Pod created by a Job: its run time is the Job's business, not the pod's."""
     long_running: bool = False
     """Controllers that keep pods running without a deadline (Deployment, StatefulSet, ...)."""
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +247,9 @@ def iter_objects(document: object) -> Iterator[tuple[str, Mapping[str, Any]]]:
             yield f"items[{index}]", item
         return
     yield "", document
+
+
+def display_name(namespace: str | None, name: str | None) -> str:
+    """``namespace/name`` as kubectl shows an object (``name`` alone when not namespaced)."""
+    shown = name or "<unnamed>"
+    return f"{namespace}/{shown}" if namespace else shown

@@ -1,6 +1,6 @@
 """The platform layer: Open API client, tokens, the limits cache, a static source.
 
-The admission path and ``nodelimits check --live`` use one entry point::
+The admission path, ``nodelimits check`` and ``nodelimits limits`` use one entry point::
 
     async with build_limits_cache(settings, metrics) as cache:
         cached = await cache.get("TeslaM40", AcceleratorType.GPU)
@@ -10,8 +10,7 @@ Errors (re-exported here) are the hierarchy of :mod:`webhook.platform.errors`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from webhook.platform.cache import CachedLimits, LimitsCache, LimitsSource
 from webhook.platform.errors import (
     MalformedResponse,
     PlatformAuthError,
@@ -20,14 +19,12 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
-
-if TYPE_CHECKING:
-    from webhook.platform.cache import CachedLimits, LimitsCache
-    from webhook.platform.factory import build_http_client, build_limits_cache
+from webhook.platform.factory import build_http_client, build_limits_cache
 
 __all__ = [
     "CachedLimits",
     "LimitsCache",
+    "LimitsSource",
     "MalformedResponse",
     "PlatformAuthError",
     "PlatformError",
@@ -37,20 +34,3 @@ __all__ = [
     "build_http_client",
     "build_limits_cache",
 ]
-
-# webhook.config imports webhook.platform.models, so this package must not import
-# config-dependent modules eagerly: they are loaded on first use (PEP 562).
-_LAZY = {
-    "CachedLimits": "webhook.platform.cache",
-    "LimitsCache": "webhook.platform.cache",
-    "build_http_client": "webhook.platform.factory",
-    "build_limits_cache": "webhook.platform.factory",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

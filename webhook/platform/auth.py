@@ -35,9 +35,13 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from webhook.config import PlatformSettings, TokenSource
 from webhook.metrics import Metrics
-from webhook.platform.client import Call, call, translate
-from webhook.platform.errors import MalformedResponse, PlatformAuthError, PlatformError
+from webhook.platform.errors import (
+    CredentialsError,
+    MalformedResponse,
+    PlatformError,
+)
 from webhook.platform.models import Envelope, RegionToken
+from webhook.platform.transport import Call, call, translate
 
 __all__ = [
     "AKSK_TOKENS_PATH",
@@ -105,7 +109,7 @@ def pick_region_token(entries: Iterable[RegionToken], cluster_id: str | None) ->
     """The token of region ``cluster_id``, or of the only usable region when None.
 
     Never the platform token (clusterId 0); regions whose token is null (the account is
-    disabled there) are skipped. Raises :class:`PlatformAuthError` naming the regions.
+    disabled there) are skipped. Raises :class:`CredentialsError` naming the regions.
     """
     usable = [e for e in entries if str(e.clusterId) != PLATFORM_CLUSTER_ID and e.token is not None]
     if cluster_id is not None:
@@ -114,10 +118,9 @@ def pick_region_token(entries: Iterable[RegionToken], cluster_id: str | None) ->
         return usable[0].token
     offered = ", ".join(sorted(f"{e.clusterId} ({e.clusterName})" for e in usable)) or "none"
     wanted = f"clusterId {cluster_id}" if cluster_id else "exactly one region"
-    raise PlatformAuthError(
+    raise CredentialsError(
         f"token response has no usable token for {wanted}; usable regions: {offered}"
         + ("" if cluster_id else " (set platform.cluster_id)"),
-        code="no_region",
         endpoint="tokens",
     )
 
@@ -130,8 +133,8 @@ def _read_secret(directory: Path | None, name: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise PlatformAuthError(
-            f"cannot read {name} from secret_dir {directory}: {exc.strerror}", code="secret_dir"
+        raise CredentialsError(
+            f"cannot read {name} from secret_dir {directory}: {exc.strerror}"
         ) from exc
 
 
@@ -153,10 +156,9 @@ def _secret(s: PlatformSettings, value: SecretStr | None, file_name: str) -> Sec
 def _complete(kind: str, **parts: object) -> None:
     missing = [name for name, value in parts.items() if value is None]
     if missing:
-        raise PlatformAuthError(
+        raise CredentialsError(
             f"{kind} credentials incomplete: need {', '.join(missing)} "
-            "(settings or files in secret_dir)",
-            code="credentials",
+            "(settings or files in secret_dir)"
         )
 
 
@@ -224,8 +226,8 @@ class FileToken:
         try:
             st = os.stat(self._path)
         except OSError as exc:
-            raise PlatformAuthError(
-                f"token file {self._path} cannot be read: {exc.strerror}", code="token_file"
+            raise CredentialsError(
+                f"token file {self._path} cannot be read: {exc.strerror}"
             ) from exc
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp or self._token is None:
@@ -244,11 +246,11 @@ class FileToken:
         try:
             text = self._path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise PlatformAuthError(
-                f"token file {self._path} cannot be read: {type(exc).__name__}", code="token_file"
+            raise CredentialsError(
+                f"token file {self._path} cannot be read: {type(exc).__name__}"
             ) from exc
         if not text:
-            raise PlatformAuthError(f"token file {self._path} is empty", code="token_file")
+            raise CredentialsError(f"token file {self._path} is empty")
         self._stamp, self._token = stamp, SecretStr(text)
         self._metrics.token_expiry.set(token_expiry(text) or 0)
         log.info("read the platform token from %s", self._path)

@@ -10,7 +10,9 @@
                                   the source; its PlatformError propagates
     10004 (unknown group)      -> remembered for negative_ttl, raised again without a call
 
-``stale`` means "older than the TTL": the admission path turns it into a warning. The
+``stale`` means "older than the TTL" (a healthy stale-while-revalidate hit too);
+``refresh_failed`` means the value is served only because the platform is failing, and
+that is what the review turns into a warning. The
 clock is injected (``time.monotonic`` by default) so tests move time instead of sleeping.
 Every task the cache starts is tracked and cancelled by :meth:`LimitsCache.aclose`.
 """
@@ -21,22 +23,21 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from webhook.config import CacheSettings
+from webhook.core.limits import AcceleratorType, GroupEntry, GroupTypes, NodeLimits, offered_types
 from webhook.metrics import Metrics
 from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
 from webhook.platform.flights import Flights
-from webhook.platform.models import AcceleratorType, NodeLimits
 
-__all__ = ["CachedLimits", "GroupEntry", "LimitsCache", "LimitsSource"]
+__all__ = ["CachedLimits", "LimitsCache", "LimitsSource"]
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, AcceleratorType]
-GroupTable = Mapping[str, frozenset[AcceleratorType]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +53,10 @@ class CachedLimits:
     (stale-if-error). A healthy stale-while-revalidate hit has this False."""
 
 
-class GroupEntry(Protocol):
-    """One offered group: a ``ResourceGroupEntry`` from the API or a limits-file entry."""
-
-    @property
-    def resourceGroup(self) -> str: ...
-
-    @property
-    def acceleratorType(self) -> AcceleratorType | None: ...
-
-
 class LimitsSource(Protocol):
-    """The platform client, or a limits file (``StaticLimits``)."""
+    """Where limits come from: the platform client, or a limits file (``StaticLimits``).
+
+    The one source protocol; everything reads a source through a :class:`LimitsCache`."""
 
     async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits: ...
 
@@ -82,7 +75,7 @@ class _Entry:
 class _Groups:
     fetched_at: float  # when ``table`` was read from the source
     checked_at: float  # when the source was last asked (failures are retried after negative_ttl)
-    table: GroupTable
+    table: GroupTypes
     failed: bool
 
 
@@ -96,15 +89,6 @@ def _raise_again(error: UnknownResourceGroup) -> UnknownResourceGroup:
         endpoint=error.endpoint,
         resource_group=error.resource_group,
     )
-
-
-def _table(entries: Sequence[GroupEntry]) -> GroupTable:
-    types: dict[str, set[AcceleratorType]] = {}
-    for entry in entries:
-        offered = types.setdefault(entry.resourceGroup, set())
-        if entry.acceleratorType is not None:
-            offered.add(entry.acceleratorType)
-    return {group: frozenset(offered) for group, offered in types.items()}
 
 
 class LimitsCache:
@@ -126,7 +110,7 @@ class LimitsCache:
         self._clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._flights: Flights[Key, NodeLimits] = Flights()
-        self._group_flight: Flights[str, GroupTable] = Flights()
+        self._group_flight: Flights[str, GroupTypes] = Flights()
         self._groups: _Groups | None = None
         # Label children bound once: .labels() costs more than the whole hit path.
         self._events = {
@@ -196,13 +180,13 @@ class LimitsCache:
         """
         return (await self._group_table()).get(group, frozenset())
 
-    async def offered_groups(self) -> GroupTable:
+    async def offered_groups(self) -> GroupTypes:
         """Every group the source offers, with its types (empty: not said), fetched now.
 
         Uncached and raising :class:`PlatformError`: for ``nodelimits limits --all``, not
         for the admission path.
         """
-        return _table(await self._source.resource_groups())
+        return offered_types(await self._source.resource_groups())
 
     async def aclose(self) -> None:
         """Cancel every fetch and refresh; the cache serves nothing new afterwards."""
@@ -246,7 +230,7 @@ class LimitsCache:
         self._store(key, _Entry(self._clock(), limits=limits))
         return limits
 
-    async def _group_table(self) -> GroupTable:
+    async def _group_table(self) -> GroupTypes:
         cached = self._groups
         if cached is not None:
             now = self._clock()
@@ -263,7 +247,7 @@ class LimitsCache:
         except TimeoutError:
             return cached.table if cached is not None else {}
 
-    async def _fetch_groups(self) -> GroupTable:
+    async def _fetch_groups(self) -> GroupTypes:
         previous = self._groups
         try:
             entries = await self._source.resource_groups()
@@ -278,7 +262,7 @@ class LimitsCache:
             else:
                 self._groups = _Groups(now, now, {}, failed=True)
             return self._groups.table
-        table = _table(entries)
+        table = offered_types(entries)
         now = self._clock()
         self._groups = _Groups(now, now, table, failed=False)
         return table

@@ -1,8 +1,7 @@
 """The Open API client: per-node limits, the resource-group list, center discovery.
 
-Every request goes through :func:`call`, and every failure through :func:`translate`,
-the one place that turns HTTP statuses, envelope codes and transport errors into the
-hierarchy of :mod:`webhook.platform.errors` (always chained with ``from``). The client
+Every request goes through :mod:`webhook.platform.transport` (``call_parsed`` and
+``translate``: one request, and the one mapping of failures to errors). The client
 owns no connection pool: it is handed one ``httpx.AsyncClient`` (keep-alive) and a
 token provider, so tests pass a mock transport or point it at the simulator.
 
@@ -14,10 +13,8 @@ pod creation, so a slow platform must cost at most ``deadline`` seconds.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -26,33 +23,28 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from webhook.config import PlatformSettings
+from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
 from webhook.platform.errors import (
-    MalformedResponse,
     PlatformAuthError,
-    PlatformError,
-    PlatformRejected,
     PlatformUnavailable,
-    UnknownResourceGroup,
 )
-from webhook.platform.models import (
-    AcceleratorType,
-    CenterInfo,
-    Envelope,
-    ErrorCode,
-    NodeLimits,
-    ResourceGroupEntry,
+from webhook.platform.models import CenterInfo, Envelope, ResourceGroupEntry
+from webhook.platform.transport import (
+    Call,
+    ShortError,
+    call_parsed,
+    short,
+    timeout_of,
+    translate,
 )
 
 __all__ = [
     "LIMITS_PATH",
     "RESOURCE_GROUPS_PATH",
-    "Call",
     "PlatformClient",
     "TokenProvider",
     "ai_base",
-    "call",
-    "translate",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,10 +53,6 @@ LIMITS_PATH = "/ai/openapi/v2/instance-service/resources"
 RESOURCE_GROUPS_PATH = "/ai/openapi/v2/instance-service/resource-group"
 CENTER_PATH = "/ac/openapi/v2/center"
 
-_TRANSIENT_CODES = frozenset({ErrorCode.INTERNAL, ErrorCode.CONNECTION_INTERRUPTED})
-_AUTH_CODES = frozenset(
-    {ErrorCode.ACCOUNT_FROZEN, ErrorCode.INSUFFICIENT_PERMISSION, ErrorCode.NO_API_ACCESS}
-)
 _BACKOFF_BASE = 0.05  # seconds; doubled per retry, full jitter (AWS architecture blog)
 _BACKOFF_CAP = 0.5
 
@@ -84,185 +72,6 @@ class TokenProvider(Protocol):
         ...
 
 
-class Call:
-    """One HTTP request to the platform, described without secrets in its repr."""
-
-    __slots__ = ("endpoint", "headers", "method", "params", "resource_group", "url")
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        *,
-        endpoint: str,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        resource_group: str | None = None,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.endpoint = endpoint
-        self.headers = dict(headers or {})
-        self.params = dict(params or {})
-        self.resource_group = resource_group
-
-    def __repr__(self) -> str:  # headers hold tokens and keys: never shown
-        return f"Call({self.method} {self.endpoint})"
-
-
-def _code_label(code: str) -> str:
-    # Metric labels are a closed set: an unexpected code from the wire becomes "other".
-    return code if ErrorCode.lookup(code) is not None else "other"
-
-
-def translate(
-    call: Call,
-    *,
-    status: int | None = None,
-    envelope: Envelope | None = None,
-    exc: BaseException | None = None,
-) -> PlatformError:
-    """The one mapping from what happened to the error the caller sees.
-
-    ``status`` is given for a non-2xx answer (with its ``envelope`` if the body was one),
-    ``envelope`` alone for a 2xx answer whose ``code`` is not "0", ``exc`` for a
-    transport error, a timeout or an unparseable body.
-    """
-    ep, rg = call.endpoint, call.resource_group
-    if status is not None:
-        # The HTTP status decides; an envelope in the error body only adds its words.
-        text = f"platform {ep}: HTTP {status}"
-        if envelope is not None:
-            text += f", code {envelope.code}" + (f": {envelope.msg}" if envelope.msg else "")
-        if status in (401, 403):
-            return PlatformAuthError(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
-        if status >= 500 or status in (408, 429):
-            return PlatformUnavailable(text, endpoint=ep, resource_group=rg)
-        return PlatformRejected(text, code=f"http_{status}", endpoint=ep, resource_group=rg)
-    if envelope is not None:
-        code, msg = envelope.code, envelope.msg
-        known = ErrorCode.lookup(code)
-        meaning = known.meaning if known else "unknown platform error"
-        text = f"platform {ep}: code {code} ({meaning})" + (f": {msg}" if msg else "")
-        if known is ErrorCode.INVALID_PARAMETERS and rg is not None:
-            text = (
-                f'resource group "{rg}" is unknown to the platform (code {code}: {msg or meaning})'
-            )
-            return UnknownResourceGroup(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
-        if known in _AUTH_CODES:
-            return PlatformAuthError(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
-        if known in _TRANSIENT_CODES:
-            return PlatformUnavailable(text, endpoint=ep, resource_group=rg)
-        return PlatformRejected(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return PlatformUnavailable(
-            f"platform {call.endpoint}: timed out", endpoint=ep, resource_group=rg
-        )
-    if isinstance(exc, httpx.TransportError):
-        return PlatformUnavailable(
-            f"platform {call.endpoint}: network error ({type(exc).__name__})",
-            endpoint=ep,
-            resource_group=rg,
-        )
-    detail = f": {exc}" if exc is not None else ""
-    return MalformedResponse(
-        f"platform {call.endpoint}: malformed answer{detail}", endpoint=ep, resource_group=rg
-    )
-
-
-def _envelope(response: httpx.Response) -> Envelope:
-    body = json.loads(response.content)
-    return Envelope.model_validate(body, strict=True)
-
-
-def _maybe_envelope(response: httpx.Response) -> Envelope | None:
-    try:
-        return _envelope(response)
-    except (ValueError, ValidationError):
-        return None  # error pages are often HTML: the status alone has to do
-
-
-async def call(
-    http: httpx.AsyncClient,
-    request: Call,
-    metrics: Metrics,
-    *,
-    timeout: httpx.Timeout,
-) -> Envelope:
-    """One attempt: the envelope of a successful answer, or a :class:`PlatformError`."""
-    return await call_parsed(http, request, metrics, timeout=timeout, parse=_itself)
-
-
-def _itself(envelope: Envelope) -> Envelope:
-    return envelope
-
-
-async def call_parsed(
-    http: httpx.AsyncClient,
-    request: Call,
-    metrics: Metrics,
-    *,
-    timeout: httpx.Timeout,
-    parse: Callable[[Envelope], T],
-) -> T:
-    """One attempt whose successful envelope's ``data`` is read by ``parse``.
-
-    ``parse`` raising :class:`MalformedResponse` counts the answer as ``malformed``, not
-    ``ok``: an answer with unusable ``data`` is not a successful request.
-    """
-    started = time.perf_counter()
-    outcome, code = "unavailable", ""
-    try:
-        try:
-            response = await http.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                params=request.params or None,
-                timeout=timeout,
-            )
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise translate(request, exc=exc) from exc
-        if not response.is_success:
-            outcome, code = "http_error", f"http_{response.status_code}"
-            raise translate(
-                request, status=response.status_code, envelope=_maybe_envelope(response)
-            )
-        try:
-            envelope = _envelope(response)
-        except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
-            outcome = "malformed"
-            raise translate(request, exc=_short(exc)) from exc
-        code = _code_label(envelope.code)
-        if not envelope.ok:
-            outcome = "rejected"
-            raise translate(request, envelope=envelope)
-        try:
-            parsed = parse(envelope)
-        except MalformedResponse:
-            outcome = "malformed"
-            raise
-        outcome = "ok"
-        return parsed
-    finally:
-        metrics.platform_requests.labels(request.endpoint, outcome, code).inc()
-        metrics.platform_duration.labels(request.endpoint).observe(time.perf_counter() - started)
-
-
-class _Short(Exception):
-    """A parse error cut to its first line (pydantic errors run to many lines)."""
-
-
-def _short(exc: Exception) -> _Short:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, ValidationError):
-        first = f"{exc.error_count()} validation error(s): " + "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)[:3]
-        )
-    return _Short(first)
-
-
 def ai_base(url: str) -> str:
     """``{aiUrl}`` without a trailing ``/ai``, so ``/ai`` appears once in every full URL.
 
@@ -276,7 +85,7 @@ def _validate(model: Callable[[Any], T], data: Any, request: Call) -> T:
     try:
         return model(data)
     except (ValueError, ValidationError) as exc:
-        raise translate(request, exc=_short(exc)) from exc
+        raise translate(request, exc=short(exc)) from exc
 
 
 class PlatformClient:
@@ -315,7 +124,7 @@ class PlatformClient:
 
             def parse(envelope: Envelope) -> NodeLimits:
                 if not isinstance(envelope.data, dict):
-                    raise translate(request, exc=_Short("data is not an object"))
+                    raise translate(request, exc=ShortError("data is not an object"))
                 data = {**envelope.data, "acceleratorType": accelerator.value}
                 return _validate(NodeLimits.model_validate, data, request)
 
@@ -347,10 +156,7 @@ class PlatformClient:
             async with asyncio.timeout_at(deadline):
                 while True:
                     remaining = deadline - loop.time()
-                    timeout = httpx.Timeout(
-                        min(s.request_timeout, remaining),
-                        connect=min(s.connect_timeout, remaining),
-                    )
+                    timeout = timeout_of(s, remaining)
                     try:
                         return await attempt(timeout)
                     except PlatformUnavailable as exc:
@@ -406,9 +212,7 @@ class PlatformClient:
                 return self._base
             url = str(self._settings.center_url).rstrip("/") + CENTER_PATH
             request = Call("GET", url, endpoint="center")
-            timeout = httpx.Timeout(
-                self._settings.request_timeout, connect=self._settings.connect_timeout
-            )
+            timeout = timeout_of(self._settings)
 
             def parse(envelope: Envelope) -> str:
                 info = _validate(CenterInfo.model_validate, envelope.data, request)
@@ -416,7 +220,7 @@ class PlatformClient:
                 usable = [u for u in enabled if _is_http_url(u)]
                 if not usable:
                     what = "http(s) " if enabled else ""
-                    raise translate(request, exc=_Short(f"no enabled {what}aiUrls entry"))
+                    raise translate(request, exc=ShortError(f"no enabled {what}aiUrls entry"))
                 return usable[0]
 
             self._base = ai_base(await self._authed(request, timeout, parse))

@@ -7,6 +7,8 @@
     ├── PlatformRejected          envelope code != "0"; .code, .msg (e.g. 10003)
     │   ├── UnknownResourceGroup  10004 -> deny naming the group
     │   └── PlatformAuthError     10007/10008/10009, HTTP 401/403 -> deny, operator-facing reason
+    ├── CredentialsError          nodelimits' own credentials are unusable: incomplete, an
+    │                             unreadable secret or token file, no token for the region
     └── MalformedResponse         not JSON, or the envelope or ``data`` fails validation
 
 These deliberately do not subclass ``httpx.HTTPError``: callers must not depend on the
@@ -16,6 +18,7 @@ HTTP library, and the originals are chained with ``from``.
 from __future__ import annotations
 
 __all__ = [
+    "CredentialsError",
     "MalformedResponse",
     "PlatformAuthError",
     "PlatformError",
@@ -70,6 +73,12 @@ class UnknownResourceGroup(PlatformRejected):
 
 class PlatformAuthError(PlatformRejected):
     """10007/10008/10009 or HTTP 401/403: the account cannot read the limits."""
+
+
+class CredentialsError(PlatformError):
+    """nodelimits' own configuration cannot authenticate: credentials incomplete, a secret or
+    token file unreadable or empty, or no usable token for the configured region. Local, not
+    a refusal by the platform: no code, and the text says which setting or file to fix."""
 
 
 class MalformedResponse(PlatformError):

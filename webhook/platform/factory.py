@@ -15,6 +15,7 @@ from webhook.platform.auth import build_token_provider
 from webhook.platform.cache import LimitsCache, LimitsSource
 from webhook.platform.client import PlatformClient
 from webhook.platform.static import StaticLimits
+from webhook.platform.transport import timeout_of
 
 __all__ = ["build_http_client", "build_limits_cache"]
 
@@ -31,7 +32,7 @@ def build_http_client(settings: PlatformSettings) -> httpx.AsyncClient:
     """The one pooled HTTP/1.1 keep-alive client for every platform call."""
     return httpx.AsyncClient(
         verify=_verify(settings),
-        timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
+        timeout=timeout_of(settings),
         limits=httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
@@ -50,7 +51,8 @@ async def build_limits_cache(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[LimitsCache]:
-    """A :class:`LimitsCache` over the live API, or over ``platform.limits_file`` when set.
+    """A :class:`LimitsCache` over the live API, or over ``platform.limits_file`` when set
+    (the served static source and ``nodelimits check --limits-file`` alike).
 
     Everything built here (HTTP pool, token provider, cache tasks) is closed on exit.
     Raises :class:`~webhook.platform.static.LimitsFileError` for a bad limits file.

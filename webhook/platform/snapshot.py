@@ -1,4 +1,4 @@
-"""Limits of chosen groups, read through a :class:`LimitsCache` and rendered.
+"""Limits of chosen groups, read through a :class:`LimitsCache` (rendered by :mod:`webhook.output`).
 
 Behind ``nodelimits limits``: its YAML/JSON output is exactly the limits-file format, so
 ``nodelimits limits --all -o yaml > limits.yaml`` snapshots every group for offline
@@ -7,20 +7,15 @@ checks (``nodelimits check --limits-file limits.yaml``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import yaml
-
 from webhook.config import PolicySettings
+from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import PlatformError
-from webhook.platform.models import AcceleratorType, NodeLimits
 
-__all__ = ["Snapshot", "limits_file_entry", "render", "take"]
+__all__ = ["Snapshot", "take"]
 
-_COLUMNS = ("GROUP", "TYPE", "CPU", "MEMORY", "CARDS", "NV", "DCU", "MLU", "NODES", "MAXTIME")
 
 Pair = tuple[str, AcceleratorType]
 
@@ -30,45 +25,6 @@ class Snapshot:
     limits: tuple[NodeLimits, ...]
     problems: tuple[str, ...]
     """One line per group that could not be read (with --all the others still print)."""
-
-
-def limits_file_entry(limits: NodeLimits) -> dict[str, object]:
-    """One limits-file entry: the Open API's ``data`` fields plus ``acceleratorType``."""
-    data = limits.model_dump(mode="json", exclude={"id", "userName"})
-    head = {
-        "resourceGroup": data.pop("resourceGroup"),
-        "acceleratorType": data.pop("acceleratorType"),
-    }
-    return head | data
-
-
-def _table_row(e: NodeLimits, memory_unit: str) -> tuple[str, ...]:
-    accelerator = e.acceleratorType
-    return (
-        e.resourceGroup,
-        accelerator.value if accelerator else "-",
-        str(e.cpuNumber),
-        f"{e.memorySize}{memory_unit}",
-        str(e.card_cap(accelerator) if accelerator else e.gpuNumber),
-        str(e.nvLimits),
-        str(e.dcuLimits),
-        str(e.mluLimits),
-        "-" if e.nodeNumber is None else str(e.nodeNumber),
-        e.maxTime,
-    )
-
-
-def render(limits: Sequence[NodeLimits], output: str, *, memory_unit: str = "Mi") -> str:
-    """``table`` for people; ``yaml``/``json`` in the limits-file format."""
-    if output in ("yaml", "json"):
-        document = {"resourceGroups": [limits_file_entry(e) for e in limits]}
-        if output == "json":
-            return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-    rows = [_COLUMNS, *(_table_row(e, memory_unit) for e in limits)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
-    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 async def _pairs_of_group(

@@ -10,14 +10,13 @@ The file carries the Open API's ``data`` fields verbatim plus ``acceleratorType`
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from webhook.core.limits import AcceleratorType, LimitsFile, LimitsTable, NodeLimits
 from webhook.platform.errors import UnknownResourceGroup
-from webhook.platform.models import AcceleratorType, LimitsFile, NodeLimits
 
 __all__ = ["LimitsFileError", "StaticLimits", "load_limits_file"]
 
@@ -65,52 +64,31 @@ def load_limits_file(path: Path) -> LimitsFile:
         raise LimitsFileError("\n".join(lines)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class StaticEntry:
-    """What :meth:`StaticLimits.get` returns: file limits are never stale."""
-
-    limits: NodeLimits
-    stale: bool = False
-    age_seconds: float = 0.0
-    refresh_failed: bool = False
-
-
 class StaticLimits:
-    """Limits looked up in a :class:`LimitsFile`; never does I/O after construction."""
+    """A :class:`~webhook.platform.cache.LimitsSource` over a :class:`LimitsFile`; no I/O
+    after construction. Served through the same ``LimitsCache`` as the live API."""
 
     def __init__(self, limits_file: LimitsFile) -> None:
-        self._entries = {
-            (e.resourceGroup, e.acceleratorType): StaticEntry(e) for e in limits_file.resourceGroups
-        }
-        types: dict[str, set[AcceleratorType]] = {}
-        for group, accelerator in self._entries:
-            if accelerator is not None:
-                types.setdefault(group, set()).add(accelerator)
-        self._types = {g: frozenset(t) for g, t in types.items()}
+        self._table = LimitsTable.of(limits_file)
 
     @classmethod
     def from_path(cls, path: Path) -> StaticLimits:
         return cls(load_limits_file(path))
 
-    def lookup(self, group: str, accelerator: AcceleratorType) -> StaticEntry:
-        try:
-            return self._entries[(group, accelerator)]
-        except KeyError:
+    @property
+    def table(self) -> LimitsTable:
+        return self._table
+
+    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
+        found = self._table.get(group, accelerator)
+        if found is None:
             raise UnknownResourceGroup(
                 f'resource group "{group}" has no {accelerator.value} limits in the limits file',
                 code="10004",
                 endpoint=_ENDPOINT,
                 resource_group=group,
-            ) from None
-
-    async def get(self, group: str, accelerator: AcceleratorType) -> StaticEntry:
-        return self.lookup(group, accelerator)
-
-    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
-        return self.lookup(group, accelerator).limits
-
-    async def group_types(self, group: str) -> frozenset[AcceleratorType]:
-        return self._types.get(group, frozenset())
+            )
+        return found
 
     async def resource_groups(self) -> tuple[NodeLimits, ...]:
-        return tuple(entry.limits for entry in self._entries.values())
+        return tuple(self._table)

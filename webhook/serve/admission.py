@@ -10,7 +10,8 @@ kopf traps this module guards against (see reference/kopf.md):
 * a request to an unknown path runs no handler and is ALLOWED: the paths are the ids in
   :data:`HANDLERS`, the one table the Helm chart's webhook configuration mirrors;
 * ``operations=`` is not enforced in-process: each handler checks ``operation`` itself;
-* kopf keeps a memo per object UID for non-CREATE requests forever: :class:`EphemeralMemories`.
+* kopf keeps a memo per object UID for non-CREATE requests forever: see
+  :class:`webhook.serve.kopf_glue.EphemeralMemories`.
 """
 
 from __future__ import annotations
@@ -25,25 +26,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kopf._core.reactor.inventory import ResourceMemories
 
-from webhook import workloads
 from webhook.config import EnforcementMode, FailureMode, Settings
+from webhook.core import workloads
+from webhook.core.resources import InvalidQuantity
 from webhook.metrics import LogKey, Metrics
+from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
+    CredentialsError,
     MalformedResponse,
     PlatformAuthError,
     PlatformRejected,
     PlatformUnavailable,
 )
 from webhook.platform.models import ErrorCode
-from webhook.resources import InvalidQuantity
-from webhook.review import LimitsProvider, review
+from webhook.review import review_workload
+from webhook.serve.handlers import HANDLERS, HandlerSpec
 
 __all__ = [
     "HANDLERS",
     "Admission",
-    "EphemeralMemories",
     "HandlerSpec",
     "Outcome",
     "register",
@@ -56,41 +58,6 @@ passes handlers the object's metadata.uid only, which is empty on CREATE)."""
 Verdict = tuple["Outcome", kopf.AdmissionError | None]
 
 
-@dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    """One webhook: the resource it validates, its URL path, what it accepts."""
-
-    kind: str
-    group: str
-    version: str
-    plural: str
-    id: str
-    operations: frozenset[str]
-    subresource: str | None = None
-
-    @property
-    def path(self) -> str:
-        return f"/{self.id}"
-
-    def accepts(self, operation: str | None, subresource: str | None) -> bool:
-        return operation in self.operations and subresource == self.subresource
-
-
-_CU = frozenset({"CREATE", "UPDATE"})
-HANDLERS: tuple[HandlerSpec, ...] = (
-    HandlerSpec("Pod", "", "v1", "pods", "pods", frozenset({"CREATE"})),
-    # In-place resize must not bypass the check (KEP-1287: UPDATE of pods/resize).
-    HandlerSpec("Pod", "", "v1", "pods", "pods-resize", frozenset({"UPDATE"}), "resize"),
-    HandlerSpec("Job", "batch", "v1", "jobs", "jobs", _CU),
-    HandlerSpec("CronJob", "batch", "v1", "cronjobs", "cronjobs", _CU),
-    HandlerSpec("Deployment", "apps", "v1", "deployments", "deployments", _CU),
-    HandlerSpec("StatefulSet", "apps", "v1", "statefulsets", "statefulsets", _CU),
-    HandlerSpec("DaemonSet", "apps", "v1", "daemonsets", "daemonsets", _CU),
-    HandlerSpec("ReplicaSet", "apps", "v1", "replicasets", "replicasets", _CU),
-)
-"""Every webhook nodelimits serves. The chart's configuration must use exactly these paths."""
-
-
 class Outcome(enum.StrEnum):
     ALLOW = "allow"  # checked and fits
     DENY = "deny"  # checked and rejected (or refused: unknown group, account refused)
@@ -101,35 +68,30 @@ class Outcome(enum.StrEnum):
     FAIL_OPEN = "fail_open"  # could not decide; allowed because failureMode=open
 
 
-class EphemeralMemories(ResourceMemories):
-    """kopf's memories, but never retained: an admission-only process never watches, so
-    nothing would ever free the per-UID memo kopf keeps for each UPDATE (a slow leak)."""
-
-    async def recall_memo(
-        self, raw_body: Any, *, memobase: Any = None, ephemeral: bool = False
-    ) -> Any:
-        return await super().recall_memo(raw_body, memobase=memobase, ephemeral=True)
-
-    def retained(self) -> int:
-        """Memos held (always 0 unless kopf changes how admission recalls them)."""
-        return len(self._items)
-
-
-def _relevant(obj: Mapping[str, Any]) -> tuple[object, ...] | None:
+def _relevant(workload: workloads.Workload) -> tuple[object, ...]:
     """What an UPDATE must change for the verdict to change."""
+    return (
+        workload.pod_spec,
+        workload.annotations,
+        workload.fallback_annotations,
+        workload.active_deadline_seconds,
+        workload.parallelism,
+    )
+
+
+def _read_old(obj: Mapping[str, Any]) -> workloads.Workload | None:
+    """The UPDATE's old object, or None when it could not be checked itself."""
     try:
-        w = workloads.workload_of(obj)
+        old = workloads.workload_of(obj)
     except workloads.InvalidObject:
         return None
-    if isinstance(w, workloads.Skipped):
-        return None
-    return (
-        w.pod_spec,
-        w.annotations,
-        w.fallback_annotations,
-        w.active_deadline_seconds,
-        w.parallelism,
-    )
+    return old if isinstance(old, workloads.Workload) else None
+
+
+def decision_budget(timeout_seconds: float, platform_deadline: float) -> float:
+    """Seconds one decision may take: safely inside the webhook's timeoutSeconds, and never
+    less than one platform lookup's deadline."""
+    return max(platform_deadline, timeout_seconds * 0.8 - 0.25)
 
 
 @dataclass
@@ -137,11 +99,10 @@ class Admission:
     """The handlers' collaborators, passed in; one instance per process."""
 
     settings: Settings
-    provider: LimitsProvider
+    limits: LimitsCache
     metrics: Metrics
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(DECISION_LOGGER))
     clock: Callable[[], float] = time.perf_counter
-    in_flight: int = 0
     # Metric children by label values: prometheus_client's .labels() costs ~5 us a call.
     _children: dict[tuple[str, str, str, bool, str], tuple[Any, Any]] = field(
         default_factory=dict, init=False, repr=False
@@ -150,8 +111,9 @@ class Admission:
     @property
     def budget(self) -> float:
         """Seconds one decision may take: safely inside the webhook's timeoutSeconds."""
-        timeout = self.settings.admission.timeout_seconds
-        return max(self.settings.platform.deadline, timeout * 0.8 - 0.25)
+        return decision_budget(
+            self.settings.admission.timeout_seconds, self.settings.platform.deadline
+        )
 
     async def handle(
         self,
@@ -169,7 +131,6 @@ class Admission:
     ) -> None:
         spec = webhook  # kopf's own kwargs include `spec` (the object's spec)
         started = self.clock()
-        self.in_flight += 1
         outcome = Outcome.SKIP
         log: dict[str, Any] = {
             LogKey.UID: REVIEW_UID.get(uid),
@@ -186,13 +147,11 @@ class Admission:
             self.metrics.admission_errors.labels(reason="internal").inc()
             self.logger.exception("internal error in admission handler %s", spec.id)
             raise kopf.AdmissionError(
-                f"nodelimits: internal error while checking {spec.kind} "
-                f"{log.get(LogKey.NAMESPACE, '')}/{log.get(LogKey.NAME, '')} "
+                f"nodelimits: internal error while checking {spec.kind} {_display(log)} "
                 f"({type(exc).__name__}); denied because nodelimits fails closed",
                 code=500,
             ) from None
         finally:
-            self.in_flight -= 1
             self._record(spec, outcome, dryrun, operation, started, log)
         if denial is not None:
             raise denial
@@ -212,30 +171,36 @@ class Admission:
             log[LogKey.NAMESPACE] = meta.get("namespace") or ""
             log[LogKey.NAME] = meta.get("name") or meta.get("generateName") or ""
         if not spec.accepts(operation, subresource):
-            log[LogKey.ERROR] = f"operation {operation} {subresource or ''} not checked".strip()
+            log[LogKey.SKIPPED] = f"operation {operation} {subresource or ''} not checked".strip()
             return Outcome.SKIP, None
-        if operation == "UPDATE" and spec.subresource is None and old is not None:
-            before = _relevant(old)
-            if before is not None and before == _relevant(body):
-                log[LogKey.ERROR] = "unchanged pods"
-                return Outcome.SKIP, None
-
         admission = self.settings.admission
         subject = f"{spec.kind} {_display(log)}"
         try:
+            workload = workloads.workload_of(body)  # read once, also for the UPDATE check
+            if (
+                operation == "UPDATE"
+                and spec.subresource is None
+                and old is not None
+                and isinstance(workload, workloads.Workload)
+            ):
+                before = _read_old(old)
+                if before is not None and _relevant(before) == _relevant(workload):
+                    log[LogKey.SKIPPED] = "unchanged pods"
+                    return Outcome.SKIP, None
             async with asyncio.timeout(self.budget):
-                reviewed = await review(body, self.settings.policy, self.provider)
+                reviewed = await review_workload(workload, self.settings.policy, self.limits)
         except (workloads.InvalidObject, InvalidQuantity) as exc:
             log[LogKey.ERROR] = str(exc)
             self.metrics.admission_errors.labels(reason="invalid_object").inc()
             return Outcome.DENY, kopf.AdmissionError(
                 f"nodelimits: {subject} is invalid: {exc}", code=400
             )
-        except PlatformAuthError as exc:
-            return self._refused(subject, exc, log)
         except PlatformRejected as exc:
-            # 10003 and unknown codes: our request is wrong (a bug or misconfiguration).
+            # An account refusal, or 10003 and unknown codes: our request is wrong (a bug or
+            # misconfiguration).
             return self._refused(subject, exc, log)
+        except CredentialsError as exc:
+            return self._unusable_credentials(subject, exc, log)
         except (PlatformUnavailable, MalformedResponse, TimeoutError) as exc:
             return self._unavailable(subject, exc, warnings, log)
 
@@ -244,9 +209,9 @@ class Admission:
         log[LogKey.ACCELERATOR] = decision.accelerator.value if decision.accelerator else None
         log[LogKey.VIOLATIONS] = [v.message for v in decision.violations]
         log[LogKey.WARNINGS] = list(decision.warnings)
-        log[LogKey.LIMITS_SOURCE] = "stale" if reviewed.stale else "fresh"
+        log[LogKey.LIMITS_SOURCE] = "stale" if reviewed.served_on_error else "fresh"
         if decision.skipped is not None:
-            log[LogKey.ERROR] = decision.skipped
+            log[LogKey.SKIPPED] = decision.skipped
             return Outcome.SKIP, None
         for violation in decision.violations:
             self.metrics.violations.labels(resource=_metric_resource(violation.resource)).inc()
@@ -262,11 +227,11 @@ class Admission:
 
     def _refused(self, subject: str, exc: PlatformRejected, log: dict[str, Any]) -> Verdict:
         known = ErrorCode.lookup(exc.code)
-        # Not a platform code (an HTTP 401, an unreadable token file, no region token):
-        # the error's own text says what happened, and it never holds a secret.
+        # Not a platform code (an HTTP status): the error's own text says what happened,
+        # and it never holds a secret.
         meaning = known.meaning if known else str(exc)
         log[LogKey.ERROR] = f"platform {exc.code}: {meaning}"
-        self.metrics.admission_errors.labels(reason=_metric_code(exc.code)).inc()
+        self.metrics.admission_errors.labels(reason=_metric_reason(exc)).inc()
         auth = isinstance(exc, PlatformAuthError)
         who = (
             "the platform refused nodelimits' account"
@@ -280,21 +245,33 @@ class Admission:
             code=403 if auth else 500,
         )
 
+    def _unusable_credentials(
+        self, subject: str, exc: CredentialsError, log: dict[str, Any]
+    ) -> Verdict:
+        log[LogKey.ERROR] = f"credentials: {exc}"
+        self.metrics.admission_errors.labels(reason=_metric_reason(exc)).inc()
+        return Outcome.ERROR, kopf.AdmissionError(
+            f"nodelimits: cannot check {subject}{_group_of(log, exc)}: nodelimits' platform "
+            f"credentials are unusable ({exc}); ask the cluster operators to check nodelimits' "
+            "platform credentials",
+            code=403,
+        )
+
     def _unavailable(
         self, subject: str, exc: Exception, warnings: list[str], log: dict[str, Any]
     ) -> Verdict:
-        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        reason = _metric_reason(exc)
         detail = str(exc) or "no answer within the decision budget"
         log[LogKey.ERROR] = f"platform unavailable: {detail}"
         group = _group_of(log, exc)
         if self.settings.admission.failure_mode is FailureMode.OPEN:
-            self.metrics.fail_open.labels(reason=_metric_reason(reason)).inc()
+            self.metrics.fail_open.labels(reason=reason).inc()
             warnings.append(
                 f"nodelimits: {subject}{group} was not checked: the platform API is "
                 f"unavailable ({detail}); allowed because failureMode is open"
             )
             return Outcome.FAIL_OPEN, None
-        self.metrics.admission_errors.labels(reason=_metric_reason(reason)).inc()
+        self.metrics.admission_errors.labels(reason=reason).inc()
         return Outcome.ERROR, kopf.AdmissionError(
             f"nodelimits: cannot check {subject}{group}: the platform API is unavailable "
             f"({detail}) and no recent limits are cached; denied because failureMode is "
@@ -336,8 +313,7 @@ class Admission:
 
 
 def _display(log: Mapping[str, Any]) -> str:
-    ns, name = log.get(LogKey.NAMESPACE) or "", log.get(LogKey.NAME) or "<unnamed>"
-    return f"{ns}/{name}" if ns else name
+    return workloads.display_name(log.get(LogKey.NAMESPACE), log.get(LogKey.NAME))
 
 
 def _group_of(log: Mapping[str, Any], exc: Exception) -> str:
@@ -353,19 +329,23 @@ def _metric_resource(resource: str) -> str:
     return resource if resource in _KNOWN_RESOURCES else "cards"
 
 
-def _metric_code(code: str) -> str:
-    known = ErrorCode.lookup(code)
-    if known is not None:
-        return f"platform_{known.value}"
-    return "platform_http" if code.startswith("http_") else "platform_other"
+_FAILURE_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (CredentialsError, "credentials"),
+    (MalformedResponse, "malformed"),
+    (PlatformUnavailable, "unavailable"),
+    (TimeoutError, "timeout"),  # the decision budget ran out
+)
+"""The ``reason`` label of a failure that is not a platform refusal, by type: first match."""
 
 
-def _metric_reason(reason: str) -> str:
-    return {
-        "timeout": "timeout",
-        "PlatformUnavailable": "unavailable",
-        "MalformedResponse": "malformed",
-    }.get(reason, "unavailable")
+def _metric_reason(exc: Exception) -> str:
+    """The closed set of ``reason`` labels: refusals by their code, the rest by type."""
+    if isinstance(exc, PlatformRejected):
+        known = ErrorCode.lookup(exc.code)
+        if known is not None:
+            return f"platform_{known.value}"
+        return "platform_http" if exc.code.startswith("http_") else "platform_other"
+    return next((label for kind, label in _FAILURE_REASONS if isinstance(exc, kind)), "unavailable")
 
 
 HandlerFn = Callable[..., Awaitable[None]]

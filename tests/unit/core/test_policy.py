@@ -1,4 +1,4 @@
-"""webhook.policy: group and type resolution, every violation, warnings, the message."""
+"""webhook.core.policy: group and type resolution, every violation, warnings, the message."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.builders import GROUP_KEY, container, cronjob, job, node_limits, pod, workload
-from webhook import policy
+from devtools.builders import GROUP_KEY, container, cronjob, job, node_limits, pod, workload
 from webhook.config import AcceleratorRule, DeviceCount, PolicySettings
-from webhook.platform.models import AcceleratorType, NodeLimits
-from webhook.resources import InvalidQuantity
-from webhook.workloads import Workload, workload_of
+from webhook.core import policy
+from webhook.core.limits import AcceleratorType, NodeLimits
+from webhook.core.resources import InvalidQuantity
+from webhook.core.workloads import Workload, workload_of
 
 GPU, DCU, MLU, CPU = (
     AcceleratorType.GPU,

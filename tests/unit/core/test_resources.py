@@ -1,4 +1,4 @@
-"""webhook.resources: quantities and effective pod requests/limits by Kubernetes' rules."""
+"""webhook.core.resources: quantities and effective pod requests/limits by Kubernetes' rules."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.builders import container, pod_spec
-from webhook import resources
-from webhook.resources import (
+from devtools.builders import container, pod_spec
+from webhook.core import resources
+from webhook.core.resources import (
     InvalidQuantity,
     format_cores,
     format_memory,

@@ -1,4 +1,4 @@
-"""webhook.workloads: pod specs and context out of every kind that has pods."""
+"""webhook.core.workloads: pod specs and context out of every kind that has pods."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.builders import GROUP_KEY, container, cronjob, job, pod, workload
-from webhook.workloads import InvalidObject, Skipped, Workload, iter_objects, workload_of
+from devtools.builders import GROUP_KEY, container, cronjob, job, pod, workload
+from webhook.core.workloads import InvalidObject, Skipped, Workload, iter_objects, workload_of
 
 
 def read(obj: dict[str, Any]) -> Workload:

@@ -29,7 +29,7 @@ from webhook.platform.auth import (
     pick_region_token,
     token_expiry,
 )
-from webhook.platform.errors import PlatformAuthError, PlatformError
+from webhook.platform.errors import CredentialsError, PlatformAuthError, PlatformError
 from webhook.platform.models import RegionToken
 
 URL = "https://platform.example.test"
@@ -141,7 +141,7 @@ def test_region_token_is_picked_by_cluster_id() -> None:
 def test_platform_token_is_never_picked() -> None:
     entries = [RegionToken(clusterId=0, token="platform"), RegionToken(clusterId="1", token="t")]
     assert pick_region_token(entries, None) == "t"
-    with pytest.raises(PlatformAuthError):
+    with pytest.raises(CredentialsError):
         pick_region_token(entries, "0")
 
 
@@ -155,7 +155,7 @@ def test_several_regions_without_cluster_id_is_an_error_naming_them() -> None:
         RegionToken(clusterId="1", clusterName="a", token="x"),
         RegionToken(clusterId="2", clusterName="b", token="y"),
     ]
-    with pytest.raises(PlatformAuthError, match=r"1 \(a\), 2 \(b\).*cluster_id"):
+    with pytest.raises(CredentialsError, match=r"1 \(a\), 2 \(b\).*cluster_id"):
         pick_region_token(entries, None)
 
 
@@ -174,7 +174,7 @@ def test_incomplete_credentials_name_what_is_missing(tmp_path: Path) -> None:
     s = platform_settings(
         URL, token_source="password", user=None, password=None, org_id=None, secret_dir=tmp_path
     )
-    with pytest.raises(PlatformAuthError, match="need user, password, orgId"):
+    with pytest.raises(CredentialsError, match="need user, password, orgId"):
         PasswordCredentials.from_settings(s)
 
 
@@ -196,14 +196,14 @@ async def test_file_token_is_re_read_when_the_file_changes(tmp_path: Path) -> No
     assert await provider.token() == "token-bb"
 
 
-async def test_missing_token_file_is_an_auth_error(tmp_path: Path) -> None:
-    with pytest.raises(PlatformAuthError, match="cannot be read"):
+async def test_missing_token_file_is_a_credentials_error(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="cannot be read"):
         await FileToken(tmp_path / "absent", Metrics()).token()
 
 
-async def test_empty_token_file_is_an_auth_error(tmp_path: Path) -> None:
+async def test_empty_token_file_is_a_credentials_error(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("\n")
-    with pytest.raises(PlatformAuthError, match="empty"):
+    with pytest.raises(CredentialsError, match="empty"):
         await FileToken(tmp_path / "token", Metrics()).token()
 
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.builders import node_limits
+from devtools.builders import node_limits
 from tests.platform_helpers import cache_settings
+from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
-from webhook.platform.models import AcceleratorType, NodeLimits, ResourceGroupEntry
+from webhook.platform.models import ResourceGroupEntry
 
 GPU = AcceleratorType.GPU
 TTL, MAX_STALE, NEGATIVE_TTL = 60.0, 3600.0, 10.0

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from tests.platform_helpers import envelope, limits_data, platform_settings
+from webhook.core.limits import AcceleratorType
 from webhook.metrics import Metrics
 from webhook.platform.client import PlatformClient, ai_base
 from webhook.platform.errors import (
@@ -22,7 +23,6 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
-from webhook.platform.models import AcceleratorType
 
 BASE = "https://ai.example.test"
 LIMITS_URL = f"{BASE}/ai/openapi/v2/instance-service/resources"

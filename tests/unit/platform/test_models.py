@@ -9,18 +9,14 @@ import pytest
 from pydantic import ValidationError
 
 from tests.platform_helpers import limits_data
-from webhook.platform.models import (
+from webhook.core.limits import (
     AcceleratorType,
-    CenterInfo,
-    Envelope,
-    ErrorCode,
     LimitsFile,
     MaxTimeError,
     NodeLimits,
-    RegionToken,
-    ResourceGroupEntry,
     parse_max_time,
 )
+from webhook.platform.models import CenterInfo, Envelope, ErrorCode, RegionToken, ResourceGroupEntry
 
 
 def entry(**overrides: Any) -> dict[str, Any]:

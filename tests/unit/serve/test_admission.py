@@ -1,4 +1,4 @@
-"""webhook.admission: enforcement modes, failure modes, outcomes, metrics, the log line."""
+"""webhook.serve.admission: enforcement modes, failure modes, outcomes, metrics, the log line."""
 
 from __future__ import annotations
 
@@ -8,24 +8,29 @@ from typing import Any
 import kopf
 import pytest
 
-from tests.builders import FakeLimits, Found, container, job, pod
-from webhook.admission import HANDLERS, Admission, HandlerSpec
+from devtools.builders import FakeLimits, container, failing_platform_cache, job, limits_cache, pod
 from webhook.config import Settings
+from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
+from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
     MalformedResponse,
     PlatformAuthError,
     PlatformRejected,
     PlatformUnavailable,
 )
-from webhook.platform.models import AcceleratorType
+from webhook.serve.admission import HANDLERS, Admission, HandlerSpec
 
 SPECS = {h.id: h for h in HANDLERS}
 
 
-def make(provider: FakeLimits | None = None, **settings: Any) -> tuple[Admission, Metrics]:
+def make(
+    source: FakeLimits | LimitsCache | None = None, **settings: Any
+) -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(Settings(**settings), provider or FakeLimits(), metrics), metrics
+    if not isinstance(source, LimitsCache):
+        source = limits_cache(source or FakeLimits(), metrics)
+    return Admission(Settings(**settings), source, metrics), metrics
 
 
 async def call(
@@ -232,7 +237,7 @@ async def test_refusals_tell_operators_what_happened(
 
 
 async def test_stale_limits_from_a_failing_platform_carry_a_warning() -> None:
-    admission, _ = make(FakeLimits(refresh_failed=True))
+    admission, _ = make(await failing_platform_cache(FakeLimits(), Metrics()))
     warnings = await call(admission, pod())
     assert warnings == [
         'limits of resource group "TeslaM40" are 120s old: the platform API is failing, '
@@ -251,7 +256,7 @@ async def test_malformed_object_is_denied_with_400() -> None:
 
 async def test_a_bug_denies_with_500_and_is_counted() -> None:
     class Broken(FakeLimits):
-        async def get(self, group: str, accelerator: AcceleratorType) -> Found:
+        async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
             raise RuntimeError("boom")
 
     admission, metrics = make(Broken())

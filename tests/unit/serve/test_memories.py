@@ -9,13 +9,15 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.structs.ephemera import Memo
-from kopf._cogs.structs.references import Insights, Resource
-from kopf._core.engines.admission import serve_admission_request
-from kopf._core.intents.registries import OperatorRegistry
-from kopf._core.reactor.inventory import ResourceMemories
+from kopf import Memo, OperatorRegistry, Resource
 
-from webhook.admission import EphemeralMemories
+from devtools.reviews import admission_review
+from webhook.serve.kopf_glue import (
+    EphemeralMemories,
+    Insights,
+    ResourceMemories,
+    serve_admission_request,
+)
 
 UPDATES = 5000
 
@@ -35,19 +37,15 @@ async def _updates(memories: ResourceMemories, count: int = UPDATES) -> None:
     settings = kopf.OperatorSettings()
     for i in range(count):
         obj = {"metadata": {"uid": str(uuid.uuid4()), "name": f"j{i}", "namespace": "ns"}}
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "operation": "UPDATE",
-                "userInfo": {"username": "u"},
-                "resource": {"group": "batch", "version": "v1", "resource": "jobs"},
-                "kind": {"group": "batch", "version": "v1", "kind": "Job"},
-                "object": obj,
-                "oldObject": obj,
-            },
-        }
+        review = admission_review(
+            obj,
+            operation="UPDATE",
+            old=obj,
+            resource=("batch", "v1", "jobs"),
+            kind="Job",
+            user="u",
+            identify=False,
+        )
         response = await serve_admission_request(
             review,
             webhook="jobs",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.certs import make_ca_and_cert
+from devtools.certs import make_ca_and_cert
 from webhook.metrics import Metrics
-from webhook.server import NodelimitsWebhookServer, ServingState
+from webhook.serve.tls import NodelimitsWebhookServer, ServingState
 
 
 def test_server_context_refuses_tls_below_1_2(

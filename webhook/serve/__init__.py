@@ -1,0 +1,1 @@
+"""``nodelimits serve``: the admission handlers, the kopf glue, the TLS listener, the process."""
