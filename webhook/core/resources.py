@@ -19,7 +19,6 @@ appear. The device table is passed in by the caller; nothing here reads settings
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -29,12 +28,14 @@ from kubernetes.utils import parse_quantity as _k8s_parse_quantity
 
 __all__ = [
     "MAX_QUANTITY",
+    "MAX_QUANTITY_LENGTH",
     "UNIT_BYTES",
     "InvalidQuantity",
     "PodResources",
     "ResourceList",
     "format_cores",
     "format_memory",
+    "is_quantity",
     "parse_quantity",
     "pod_limits",
     "pod_requests",
@@ -45,10 +46,55 @@ ResourceList = Mapping[str, Decimal]
 
 # Kubernetes' quantity grammar: a signed decimal number, then a binary-SI suffix, a
 # decimal-SI suffix or a decimal exponent. Stricter than kubernetes.utils, which also
-# accepts surrounding spaces and Python bools.
-# ASCII digits only, matched in full: Python's \d and $ would also take "１" or "١٢" (Decimal
-# reads them) and a trailing newline, which Kubernetes rejects.
-_QUANTITY = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?", re.ASCII)
+# accepts surrounding spaces and Python bools. ASCII digits only, matched in full: Python's
+# \d and $ would also take "１" or "١٢" (Decimal reads them) and a trailing newline, which
+# Kubernetes rejects. Read by a hand-written scanner, one pass, after a length check: the
+# regex it replaces backtracked quadratically on a long digit run ending in a bad character
+# (issue 12: a 40 KB quantity in one review stalled the event loop for 35 s).
+# The apiserver re-encodes every quantity in canonical form before a webhook sees it, so a
+# real one is short: int64 digits, a fraction to nano precision, a suffix (~32 characters).
+MAX_QUANTITY_LENGTH = 128
+_DIGITS = frozenset("0123456789")
+_BINARY_SUFFIXES = frozenset({"Ki", "Mi", "Gi", "Ti", "Pi", "Ei"})
+_DECIMAL_SUFFIXES = frozenset("numkMGTPE")
+
+
+def _digits(text: str, i: int) -> int:
+    """Index of the first non-digit at or after ``i``."""
+    n = len(text)
+    while i < n and text[i] in _DIGITS:
+        i += 1
+    return i
+
+
+def is_quantity(text: str) -> bool:
+    """Whether ``text`` is in Kubernetes' quantity grammar (and at most
+    :data:`MAX_QUANTITY_LENGTH` characters). Linear in ``len(text)``, which is bounded."""
+    n = len(text)
+    if n == 0 or n > MAX_QUANTITY_LENGTH:
+        return False
+    i = 1 if text[0] in "+-" else 0
+    start = i
+    i = _digits(text, i)
+    whole = i > start
+    if i < n and text[i] == ".":
+        frac_start = i + 1
+        i = _digits(text, frac_start)
+        if not whole and i == frac_start:
+            return False  # "." or "+." alone
+    elif not whole:
+        return False
+    rest = text[i:]
+    if rest == "" or rest in _BINARY_SUFFIXES:
+        return True
+    if len(rest) == 1:
+        return rest in _DECIMAL_SUFFIXES
+    if rest[0] in "eE":
+        j = 2 if rest[1] in "+-" else 1
+        return j < len(rest) and _digits(rest, j) == len(rest)
+    return False
+
+
 # Anything above an int64 of base units cannot be a real request; it is garbage.
 MAX_QUANTITY = Decimal(2**63 - 1)
 # The apiserver keeps nano precision and rounds finer values up.
@@ -61,7 +107,10 @@ class InvalidQuantity(ValueError):
     """A resource quantity that Kubernetes would not accept; names the field."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
-        super().__init__(f"{field}: invalid quantity {value!r}: {reason}")
+        shown = repr(value)
+        if len(shown) > 64:  # a hostile 100 KB value must not become a 100 KB denial
+            shown = f"{shown[:40]}...({len(shown)} characters)"
+        super().__init__(f"{field}: invalid quantity {shown}: {reason}")
         self.field = field
         self.value = value
         self.reason = reason
@@ -70,7 +119,9 @@ class InvalidQuantity(ValueError):
 @functools.lru_cache(maxsize=8192)  # ~2.2 MB when full (about 270 B an entry)
 def _parse_text(text: str) -> Decimal:
     # Cached: manifests repeat the same few quantities ("1", "500m", "4Gi") endlessly.
-    if not _QUANTITY.fullmatch(text):
+    if not is_quantity(text):
+        if len(text) > MAX_QUANTITY_LENGTH:
+            raise ValueError(f"longer than {MAX_QUANTITY_LENGTH} characters")
         raise ValueError("not a Kubernetes quantity (e.g. 500m, 2, 4Gi, 1e3)")
     try:
         value = Decimal(_k8s_parse_quantity(text))  # type: ignore[no-untyped-call]

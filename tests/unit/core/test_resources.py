@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import tracemalloc
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtools.builders import container, pod_spec
 from webhook.core import resources
 from webhook.core.resources import (
+    MAX_QUANTITY_LENGTH,
     InvalidQuantity,
     format_cores,
     format_memory,
+    is_quantity,
     parse_quantity,
     pod_limits,
     pod_requests,
@@ -275,3 +279,45 @@ def test_quantity_memo_stops_growing_at_its_bound() -> None:
     assert size == maxsize
     assert used < maxsize * 400, f"{used / maxsize:.0f} bytes per memo entry"
     assert used < 8 * 2**20, f"quantity memo holds {used / 2**20:.1f} MiB when full"
+
+
+# The grammar the scanner must accept, as the regex it replaced wrote it (issue 12, finding 1):
+# used here only on short strings, where its backtracking costs nothing.
+_OLD_GRAMMAR = re.compile(
+    r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?", re.ASCII
+)
+_QUANTITY_ALPHABET = st.sampled_from([*"0123456789.+-eEKMGTPinumk x\n", "１", "١"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(_QUANTITY_ALPHABET, max_size=12))
+def test_quantity_scanner_accepts_exactly_the_kubernetes_grammar(text: str) -> None:
+    assert is_quantity(text) == bool(_OLD_GRAMMAR.fullmatch(text))
+
+
+@settings(max_examples=200, deadline=timedelta(milliseconds=100))  # > 100 ms a case fails
+@given(
+    run=st.sampled_from(["1", "9", "0", ".", "1.", "e"]),
+    n=st.integers(min_value=0, max_value=200_000),
+    tail=st.sampled_from(["", "x", ".", "e", "e+", "Ki", "Kix", "1.1", " ", "\n", "１"]),
+)
+def test_quantity_parsing_is_linear_on_long_hostile_strings(run: str, n: int, tail: str) -> None:
+    """The old regex took 5 s on 16k digits and a bad last character (35 s on 40 KB): a
+    remote hang of the event loop. Now the length is checked first and the scan is linear."""
+    text = run * n + tail
+    error: InvalidQuantity | None = None
+    try:
+        value = parse_quantity(text, field="spec.containers[0].resources.requests.cpu")
+    except InvalidQuantity as exc:
+        error = exc
+    if error is not None:
+        assert len(str(error)) < 300, "the denial must not echo a huge value"
+    else:
+        assert len(text) <= MAX_QUANTITY_LENGTH
+        assert value >= 0
+
+
+def test_long_quantity_is_refused_by_its_length() -> None:
+    with pytest.raises(InvalidQuantity, match=f"longer than {MAX_QUANTITY_LENGTH}"):
+        parse_quantity("1" * 40_000 + "x")
+    assert parse_quantity("0" * 120 + "1") == D(1)  # padded but short enough: still exact
