@@ -16,6 +16,7 @@ packages the tests skip, unless NODELIMITS_REQUIRE_E2E=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Generator, Iterator
@@ -71,18 +72,45 @@ class NodeSession:
         self.installed = False
 
 
-@pytest.fixture(scope="session")
-def node_session(request: pytest.FixtureRequest) -> Iterator[NodeSession]:
+@dataclass(frozen=True)
+class _Prepared:
+    bin_dir: Path
+    busybox: nodeimages.ImageArchive
+    image: nodeimages.ImageArchive
+
+
+def _prepare() -> _Prepared | str:
+    """The node binaries and the images, or why they cannot be had."""
     missing = realnode.prerequisites_missing()
     if missing:
-        _skip_or_fail("; ".join(missing))
+        return "; ".join(missing)
     try:
-        bin_dir = realnode.find_node_bin_dir()
-        images = [nodeimages.busybox(realnode.IMAGE_CACHE)]
-        image = nodeimages.nodelimits_image(realnode.IMAGE_CACHE)
+        return _Prepared(
+            realnode.find_node_bin_dir(),
+            nodeimages.busybox(realnode.IMAGE_CACHE),
+            nodeimages.nodelimits_image(realnode.IMAGE_CACHE),
+        )
     except (TestbinUnavailable, nodeimages.ImageUnavailable) as exc:
-        _skip_or_fail(str(exc))
-    node = realnode.RealNode(bin_dir, images=[*images, image])
+        return str(exc)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the node binaries and images once, outside any test's timeout (the first
+    `build.sh --node` takes minutes), and only if a test here runs."""
+    if not any(HERE in item.path.parents for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        session.stash[_PREPARED] = _prepare()
+
+
+@pytest.fixture(scope="session")
+def node_session(request: pytest.FixtureRequest) -> Iterator[NodeSession]:
+    prepared = request.session.stash.get(_PREPARED, None) or _prepare()
+    if isinstance(prepared, str):
+        _skip_or_fail(prepared)
+    image = prepared.image
+    node = realnode.RealNode(prepared.bin_dir, images=[prepared.busybox, image])
     before = node.snapshot()
     node.start()
     request.session.stash[_NODE] = node
@@ -135,6 +163,7 @@ def _skip_or_fail(reason: str) -> NoReturn:
 
 
 _NODE = pytest.StashKey[realnode.RealNode]()
+_PREPARED = pytest.StashKey["_Prepared | str"]()
 
 
 @pytest.hookimpl(wrapper=True)
