@@ -38,6 +38,7 @@ from webhook.core.resources import (
 from webhook.core.workloads import Skipped, Workload, display_name
 
 __all__ = [
+    "AnnotationRead",
     "Decision",
     "Demand",
     "Plan",
@@ -47,6 +48,7 @@ __all__ = [
     "decide",
     "evaluate",
     "plan",
+    "read_annotation",
     "refuse",
     "skip",
     "unknown_group",
@@ -193,15 +195,41 @@ def demand_of(resources: PodResources, settings: PolicySettings) -> Demand:
     return Demand(resources, cards, card_limits, frozenset(revealed))
 
 
-def _lookup(annotations: Mapping[str, str], key: str) -> tuple[str | None, str | None]:
-    """(value, the key as written): exact first, then a key differing only in case."""
-    if key in annotations:
-        return annotations[key], key
+@dataclass(frozen=True, slots=True)
+class AnnotationRead:
+    """One annotation as nodelimits reads it: the exact key, else a key differing only in
+    case. Case variants with different values are a ``conflict`` (every such key, sorted):
+    the apiserver sorts keys, a file keeps them in order, so any pick would let the offline
+    check and the webhook disagree; a conflict is a violation instead."""
+
+    value: str | None
+    written: str | None
+    conflict: tuple[str, ...] = ()
+
+
+def read_annotation(annotations: Mapping[str, str], key: str) -> AnnotationRead:
+    """Read ``key`` from ``annotations`` (see :class:`AnnotationRead`). Order-independent."""
     folded = key.lower()
-    for written, value in annotations.items():
-        if written.lower() == folded:
-            return value, written
-    return None, None
+    variants = [(k, v) for k, v in annotations.items() if k.lower() == folded]
+    if not variants:
+        return AnnotationRead(None, None)
+    if len({v.strip() for _, v in variants}) > 1:
+        return AnnotationRead(None, None, tuple(sorted(k for k, _ in variants)))
+    if key in annotations:
+        return AnnotationRead(annotations[key], key)
+    written, value = min(variants)
+    return AnnotationRead(value, written)
+
+
+def _conflict(resource: str, read: AnnotationRead, annotations: Mapping[str, str]) -> Violation:
+    shown = ", ".join(f"{k}={annotations[k]!r}" for k in read.conflict)
+    return Violation(
+        resource,
+        "; ".join(annotations[k] for k in read.conflict),
+        "one value",
+        "",
+        f"conflicting annotations {shown}: keys that differ only in case must not disagree",
+    )
 
 
 def plan(workload: Workload, settings: PolicySettings) -> Plan:
@@ -212,15 +240,19 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
     violations: list[Violation] = []
     warnings: list[str] = []
     annotations = workload.annotations
-    group, written = _lookup(annotations, settings.group_annotation)
-    if group is None and workload.fallback_annotations:
-        group, written = _lookup(workload.fallback_annotations, settings.group_annotation)
-        if group is not None:
+    read = read_annotation(annotations, settings.group_annotation)
+    if read.value is None and not read.conflict and workload.fallback_annotations:
+        read = read_annotation(workload.fallback_annotations, settings.group_annotation)
+        if read.value is not None or read.conflict:
             annotations = workload.fallback_annotations
             warnings.append(
                 f"annotation {settings.group_annotation} is on the {workload.kind}'s own "
                 "metadata, not its pod template: its pods will not carry it"
             )
+    group, written = read.value, read.written
+    if read.conflict:  # denied without a lookup: an empty group is refused as it stands
+        violations.append(_conflict("resourceGroup", read, annotations))
+        return Plan(workload, "", None, NO_DEMAND, tuple(violations), tuple(warnings))
     if written is not None and written != settings.group_annotation:
         warnings.append(
             f"annotation key {written!r} differs in case from {settings.group_annotation!r}; "
@@ -244,8 +276,11 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
         )
 
     accelerator: AcceleratorType | None = None
-    type_text, _ = _lookup(annotations, settings.type_annotation)
-    if type_text is not None:
+    type_read = read_annotation(annotations, settings.type_annotation)
+    type_text = type_read.value
+    if type_read.conflict:
+        violations.append(_conflict("acceleratorType", type_read, annotations))
+    elif type_text is not None:
         try:
             accelerator = AcceleratorType.parse(type_text)
         except ValueError as exc:
@@ -434,7 +469,7 @@ def _check_run_time(
     warnings: list[str],
 ) -> None:
     max_time = limits.max_time
-    if max_time is None or workload.owned_by_job:
+    if max_time is None:
         return
     max_seconds = int(max_time.total_seconds())
     shown = f"maxTime {limits.maxTime} ({max_seconds}s)"
@@ -445,6 +480,8 @@ def _check_run_time(
         )
         return
     deadline = workload.active_deadline_seconds
+    if deadline is None and workload.owned_by_job:
+        return  # a missing deadline is the controlling batch/v1 Job's (checked as a Job)
     if deadline is None:
         text = (
             f'no activeDeadlineSeconds: resource group "{limits.resourceGroup}" limits run time '

@@ -50,7 +50,7 @@ class Workload:
     parallelism: int | None = None
     """Pods expected to run at once (Job parallelism capped by completions, or replicas)."""
     owned_by_job: bool = False
-    """A Pod created by a Job: its run time is the Job's business, not the pod's."""
+    """A Pod controlled by a batch/v1 Job: a missing deadline is the Job's business."""
     long_running: bool = False
     """Controllers that keep pods running without a deadline (Deployment, StatefulSet, ...)."""
 
@@ -100,10 +100,20 @@ def _min_deadline(*values: int | None) -> int | None:
 
 
 def _is_job_owned(meta: Mapping[str, Any]) -> bool:
+    """Whether a controller reference names a ``batch/v1`` Job. Anyone may write owner
+    references: this only waives a *missing* deadline (the Job's own was checked), never
+    an explicit one; an invented ``example.com/v1`` "Job" or a non-controller ref waives
+    nothing."""
     refs = meta.get("ownerReferences")
     if not isinstance(refs, list):
         return False
-    return any(isinstance(r, Mapping) and r.get("kind") == "Job" for r in refs)
+    return any(
+        isinstance(r, Mapping)
+        and r.get("controller") is True
+        and r.get("kind") == "Job"
+        and r.get("apiVersion") == "batch/v1"
+        for r in refs
+    )
 
 
 def _template(spec: Mapping[str, Any], field: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:

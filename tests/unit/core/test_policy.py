@@ -257,6 +257,56 @@ def test_annotation_key_in_other_case_is_still_checked_with_a_warning() -> None:
     assert "differs in case" in p.warnings[0]
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param((GROUP_KEY, "NodeLimits.io/Resource-Group"), id="exact-and-variant"),
+        pytest.param(("NodeLimits.io/Resource-Group", "NODELIMITS.IO/RESOURCE-GROUP"), id="two"),
+    ],
+)
+@pytest.mark.parametrize("order", [1, -1], ids=["in-order", "reversed"])
+def test_case_variant_group_keys_that_disagree_are_one_violation_naming_both(
+    keys: tuple[str, str], order: int
+) -> None:
+    """Issue 12, finding 3: the exact key silently won, and with two variants the file's
+    order (check) and the apiserver's sorted keys (webhook) picked different groups."""
+    obj = pod(group=None)
+    obj["metadata"]["annotations"] = dict(
+        list(zip(keys, ["a800x8", "TeslaM40"], strict=True))[::order]
+    )
+    d = policy.evaluate(
+        workload_of(obj),  # type: ignore[arg-type]
+        SETTINGS,
+        lambda group, _: node_limits(group),
+        lambda _: frozenset({GPU}),
+    )
+    assert not d.allowed
+    (violation,) = d.violations
+    assert violation.resource == "resourceGroup"
+    assert all(k in violation.message for k in keys)
+    assert "a800x8" in violation.message
+    assert "TeslaM40" in violation.message
+
+
+def test_case_variant_keys_that_agree_are_read_with_a_warning() -> None:
+    obj = pod(group=None)
+    obj["metadata"]["annotations"] = {"NodeLimits.io/Resource-Group": "TeslaM40",
+                                      "nodelimits.io/RESOURCE-group": "TeslaM40"}  # fmt: skip
+    p = planned(obj)
+    assert p.group == "TeslaM40"
+    assert p.violations == ()
+    assert "differs in case" in p.warnings[0]
+
+
+def test_case_variant_type_keys_that_disagree_are_a_violation() -> None:
+    obj = pod(accelerator="gpu")
+    obj["metadata"]["annotations"]["Nodelimits.io/Accelerator-Type"] = "dcu"
+    p = planned(obj)
+    (violation,) = p.violations
+    assert violation.resource == "acceleratorType"
+    assert "Nodelimits.io/Accelerator-Type" in violation.message
+
+
 def test_empty_group_annotation_is_a_violation() -> None:
     p = planned(pod(group="  "))
     assert [v.message for v in p.violations] == [f"annotation {GROUP_KEY} is empty"]
@@ -296,12 +346,48 @@ def test_unlimited_max_time_needs_no_deadline() -> None:
     assert decide(job(), node_limits(max_time="UNLIMITED")).warnings == ()
 
 
-def test_pods_of_a_job_are_not_checked_for_deadline() -> None:
+JOB_CONTROLLER = {"apiVersion": "batch/v1", "kind": "Job", "name": "train", "controller": True}
+
+
+def test_pods_controlled_by_a_job_need_no_deadline_of_their_own() -> None:
     obj = pod()
-    obj["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "train"}]
-    d = decide(obj, node_limits(max_time="10"))
+    obj["metadata"]["ownerReferences"] = [JOB_CONTROLLER]
+    d = decide(obj, node_limits(max_time="10"), settings=PolicySettings(require_deadline=True))
     assert d.allowed
     assert d.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        pytest.param(JOB_CONTROLLER, id="batch-v1-job-controller"),
+        pytest.param({"kind": "Job", "name": "train"}, id="kind-only"),
+        pytest.param({**JOB_CONTROLLER, "apiVersion": "example.com/v1"}, id="invented-job"),
+    ],
+)
+def test_explicit_deadline_over_max_time_is_denied_whoever_owns_the_pod(
+    owner: dict[str, Any],
+) -> None:
+    """Issue 12, finding 7: a forged ownerReferences entry waived the pod's own deadline."""
+    obj = pod(deadline=99999999)
+    obj["metadata"]["ownerReferences"] = [owner]
+    d = decide(obj, node_limits(max_time="12:00:00"))
+    assert [v.resource for v in d.violations] == ["activeDeadlineSeconds"]
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        pytest.param({"kind": "Job", "name": "train"}, id="not-a-controller"),
+        pytest.param({**JOB_CONTROLLER, "apiVersion": "example.com/v1"}, id="invented-job"),
+        pytest.param({**JOB_CONTROLLER, "kind": "job"}, id="kind-in-other-case"),
+    ],
+)
+def test_only_a_batch_v1_job_controller_waives_a_missing_deadline(owner: dict[str, Any]) -> None:
+    obj = pod()
+    obj["metadata"]["ownerReferences"] = [owner]
+    d = decide(obj, node_limits(max_time="10"), settings=PolicySettings(require_deadline=True))
+    assert [v.resource for v in d.violations] == ["activeDeadlineSeconds"]
 
 
 def test_cronjob_deadline_comes_from_its_job_template() -> None:

@@ -24,10 +24,28 @@ def test_pod_is_read_from_its_own_metadata() -> None:
     assert w.pod_spec["containers"][0]["resources"]["requests"]["cpu"] == "1"
 
 
-def test_pod_owned_by_a_job_is_marked() -> None:
+def test_pod_controlled_by_a_batch_v1_job_is_marked() -> None:
     obj = pod()
-    obj["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "train", "controller": True}]
+    obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "train", "controller": True}
+    ]
     assert read(obj).owned_by_job
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"kind": "Job", "name": "train", "controller": True},
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "train"},
+        {"apiVersion": "example.com/v1", "kind": "Job", "name": "train", "controller": True},
+        {"apiVersion": "batch/v1", "kind": "CronJob", "name": "train", "controller": True},
+    ],
+    ids=["no-apiVersion", "not-controller", "invented-group", "cronjob"],
+)
+def test_other_owner_references_do_not_mark_a_pod_job_owned(ref: dict[str, Any]) -> None:
+    obj = pod()
+    obj["metadata"]["ownerReferences"] = [ref]
+    assert not read(obj).owned_by_job
 
 
 def test_job_is_read_from_its_pod_template() -> None:
