@@ -28,7 +28,7 @@ test-fast: install  ## unit and integration tests only (no testbin binaries need
 testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimits/testbin
 	tools/testbin/build.sh
 
-demo: install  ## the main job: a real kube-apiserver + nodelimits judge examples/ (kubectl output)
+demo: install  ## the main job on a real node (root): the Pending pod nodelimits prevents, helm install, examples/
 	$(PYTHON) -m tools.demo
 
 check-examples: install  ## offline: `nodelimits check` over examples/ (no cluster)
@@ -48,6 +48,10 @@ soak: install  ## 10-min soak: mixed load, flapping platform, cert rotation (SOA
 
 cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-C stops it
 	$(PYTHON) -m devtools.controlplane
+
+.PHONY: cluster-node
+cluster-node: install  ## `make cluster` with a real node (root; pods run); prints KUBECONFIG
+	$(PYTHON) -m devtools.realnode
 
 clean:  ## remove build and test caches (not the testbin)
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
