@@ -68,11 +68,6 @@ def disagreements(pods: list[dict[str, Any]], verdicts: list[oracle.Verdict]) ->
     return out
 
 
-# Until nodelimits reads quantities as the apiserver does (issue 11, next commit).
-_OFFLINE_GAP = pytest.mark.xfail(reason="offline quantity reading differs (issue 11)", strict=True)
-
-
-@_OFFLINE_GAP
 def test_random_pods_agree_with_kubernetes(oracle_bin: Path) -> None:
     pods = oracle.random_pods(SEED, COUNT)
     verdicts = oracle.run(oracle_bin, pods)
@@ -271,7 +266,6 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
 }
 
 
-@_OFFLINE_GAP
 def test_edge_cases_agree_with_kubernetes(oracle_bin: Path) -> None:
     names = list(EDGE_CASES)
     pods = [EDGE_CASES[n] for n in names]

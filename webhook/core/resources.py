@@ -12,6 +12,12 @@ The rules are Kubernetes' own (``component-helpers/resource/helpers.go``):
   hugepages, never for extended resources (GPUs and friends);
 * ``spec.overhead`` is added to requests, and to limits only where a limit is set.
 
+Quantities are read as the apiserver stores them, so that ``nodelimits check`` on a raw
+manifest sees what the webhook sees after the apiserver's defaulting: every resource-list
+quantity rounded up to milli precision (``SetDefaults_ResourceList``), ``null`` as 0, spaces
+around a string trimmed (its JSON decoding), and v1.37's pod-level defaulting
+(``DefaultPodLevelResources``). tests/oracle checks all of it against Kubernetes' own code.
+
 Quantities are exact ``Decimal`` values in base units (cores, bytes, cards); floats never
 appear. The device table is passed in by the caller; nothing here reads settings.
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
 from typing import Any, Literal, NamedTuple
 
 from kubernetes.utils import parse_quantity as _k8s_parse_quantity
@@ -40,6 +46,7 @@ __all__ = [
     "pod_limits",
     "pod_requests",
     "pod_resources",
+    "resource_quantity",
 ]
 
 ResourceList = Mapping[str, Decimal]
@@ -124,7 +131,11 @@ def _parse_text(text: str) -> Decimal:
             raise ValueError(f"longer than {MAX_QUANTITY_LENGTH} characters")
         raise ValueError("not a Kubernetes quantity (e.g. 500m, 2, 4Gi, 1e3)")
     try:
-        value = Decimal(_k8s_parse_quantity(text))  # type: ignore[no-untyped-call]
+        # Exact: the default 28-digit context would round "25.51532571949064731597900391Gi"
+        # (28 digits times 2^30) to a whole number of bytes where Kubernetes keeps the
+        # fraction (and then rounds it up to 1m). 128 characters x 2^60 fit in 300 digits.
+        with localcontext(prec=300):
+            value = Decimal(_k8s_parse_quantity(text))  # type: ignore[no-untyped-call]
     except (ValueError, InvalidOperation, ArithmeticError) as exc:
         raise ValueError(str(exc)) from None
     if value < 0:
@@ -159,6 +170,50 @@ def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
         raise InvalidQuantity(field, value, str(exc)) from None
 
 
+# What the apiserver's JSON decoding trims around a quantity: Go's strings.TrimSpace runs on
+# the raw JSON text (resource.Quantity.UnmarshalJSON), where a client's encoder (kubectl's
+# encoding/json) has escaped the ASCII controls and U+2028/U+2029, so only these arrive raw.
+# "\t1" stays a decode error there, and here.
+_JSON_TRIMMED = (
+    " \u0085\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+)
+_MILLI = Decimal("0.001")
+_ZERO = Decimal(0)
+
+
+def _round_milli(value: Decimal) -> Decimal:
+    # SetDefaults_ResourceList (pkg/apis/core/v1/defaults.go) rounds every quantity of a
+    # pod's resource lists UP to milli precision: 0.0001 -> 1m, 3.9999999 -> 4.
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -3:
+        rounded = value.quantize(_MILLI, rounding=ROUND_CEILING)
+        if rounded != value:
+            return rounded
+    return value
+
+
+@functools.lru_cache(maxsize=8192)  # the hot path: one entry a distinct manifest spelling
+def _stored_text(text: str) -> Decimal:
+    return _round_milli(_parse_text.__wrapped__(text.strip(_JSON_TRIMMED)))
+
+
+def resource_quantity(value: object, *, field: str = "quantity") -> Decimal:
+    """A resource-list quantity as the apiserver stores it (and hands it to a webhook).
+
+    On top of :func:`parse_quantity`: surrounding spaces trimmed as its JSON decoding does
+    (``" 1"`` is 1), ``null`` stored as 0, and the value rounded up to milli precision
+    (``"0.0001"`` is ``1m``), as ``SetDefaults_ResourceList`` does.
+    """
+    if type(value) is str:
+        try:
+            return _stored_text(value)
+        except ValueError as exc:
+            raise InvalidQuantity(field, value, str(exc)) from None
+    if value is None:
+        return _ZERO
+    return _round_milli(parse_quantity(value, field=field))
+
+
 def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
     if raw is None:
         return {}
@@ -169,7 +224,7 @@ def _resource_map(raw: object, field: str) -> dict[str, Decimal]:
     for key, value in raw.items():
         try:
             # Strings (the common case) go straight to the memoised parser.
-            out[str(key)] = _parse_text(value) if type(value) is str else parse_quantity(value)
+            out[str(key)] = _stored_text(value) if type(value) is str else resource_quantity(value)
         except ValueError as exc:  # name the field only on failure: the hot path stays lean
             reason = exc.reason if isinstance(exc, InvalidQuantity) else str(exc)
             raise InvalidQuantity(f"{field}.{key}", value, reason) from None
@@ -254,6 +309,39 @@ def _pod_level(name: str) -> bool:
     return name in POD_LEVEL_RESOURCES or name.startswith("hugepages-")
 
 
+def _default_pod_level(
+    pod_requests: dict[str, Decimal],
+    pod_limits: dict[str, Decimal],
+    containers: list[_Container],
+    aggregate_requests: Mapping[str, Decimal],
+    aggregate_limits: Mapping[str, Decimal],
+) -> None:
+    """v1.37's ``DefaultPodLevelResources`` (pkg/api/pod/util.go, run by the pod strategy's
+    PrepareForCreate under the default-on gate PodLevelResourcesFixDefaulting), in place.
+
+    1. a hugepages limit the containers set becomes the pod's, unless the pod asks for or
+       limits that size itself;
+    2. pod-level cpu/memory requests default to the containers' total, then any pod-level
+       limit without a request becomes the request;
+    3. a pod-level request without a limit gets the limit max(request, containers' total
+       limit) when every container (init and sidecars too) limits that resource.
+    """
+    for name, amount in aggregate_limits.items():
+        if name.startswith("hugepages-") and name not in pod_requests:
+            pod_limits.setdefault(name, amount)
+    for name, amount in aggregate_requests.items():
+        if name in POD_LEVEL_RESOURCES:  # pod-level and overcommittable: cpu and memory
+            pod_requests.setdefault(name, amount)
+    for name, amount in pod_limits.items():
+        if _pod_level(name):
+            pod_requests.setdefault(name, amount)
+    for name, request in pod_requests.items():
+        if not _pod_level(name) or name in pod_limits or name not in aggregate_limits:
+            continue
+        if all(name in c.limits for c in containers):
+            pod_limits[name] = max(aggregate_limits[name], request)
+
+
 @dataclass(frozen=True, slots=True)
 class PodResources:
     """A pod's effective requests and limits. A resource absent from ``limits`` is unbounded."""
@@ -280,10 +368,10 @@ def pod_resources(spec: Mapping[str, Any]) -> PodResources:
             raise InvalidQuantity("spec.resources", pod_level, "expected an object")
         pod_limits_ = _resource_map(pod_level.get("limits"), "spec.resources.limits")
         pod_requests_ = _resource_map(pod_level.get("requests"), "spec.resources.requests")
-        # Defaulting of pod-level requests: explicit > container total > pod-level limit.
+        if pod_limits_ or pod_requests_:
+            _default_pod_level(pod_requests_, pod_limits_, app + init, requests, limits)
         for name, amount in pod_limits_.items():
             if _pod_level(name):
-                pod_requests_.setdefault(name, requests.get(name, amount))
                 limits[name] = amount
         for name, amount in pod_requests_.items():
             if _pod_level(name):

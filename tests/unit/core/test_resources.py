@@ -321,3 +321,73 @@ def test_long_quantity_is_refused_by_its_length() -> None:
     with pytest.raises(InvalidQuantity, match=f"longer than {MAX_QUANTITY_LENGTH}"):
         parse_quantity("1" * 40_000 + "x")
     assert parse_quantity("0" * 120 + "1") == D(1)  # padded but short enough: still exact
+
+
+# --- as the apiserver stores a pod (issue 11; tests/oracle checks these against Kubernetes) ---
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        pytest.param("0.0001", D("0.001"), id="sub-milli-rounds-up-to-1m"),
+        pytest.param("3.9999999", D(4), id="rounds-up-to-whole"),
+        pytest.param("1.0000000001", D("1.001"), id="just-above-one"),
+        pytest.param("1n", D("0.001"), id="nano"),
+        pytest.param("100m", D("0.1"), id="milli-unchanged"),
+        pytest.param(1e-05, D("0.001"), id="yaml-float"),
+        pytest.param(" 1", D(1), id="leading-space-trimmed"),
+        pytest.param("2 ", D(2), id="trailing-space-trimmed"),
+        pytest.param("\u00a01", D(1), id="nbsp-trimmed"),
+        pytest.param(None, D(0), id="null-is-zero"),
+        pytest.param("25.51532571949064731597900391Gi", D("27396872378.001"), id="exact-product"),
+    ],
+)
+def test_resource_quantity_is_what_the_apiserver_stores(written: Any, stored: Decimal) -> None:
+    assert resources.resource_quantity(written) == stored
+
+
+@pytest.mark.parametrize("written", ["\t1", "1\n", " ", "1 Gi"])
+def test_resource_quantity_refuses_what_the_apiserver_cannot_decode(written: str) -> None:
+    # kubectl's JSON escapes a tab or newline, and the apiserver trims only the raw JSON text
+    with pytest.raises(InvalidQuantity):
+        resources.resource_quantity(written)
+
+
+def test_sub_milli_requests_add_up_as_kubernetes_rounds_them() -> None:
+    """Issue 11's smallest verdict flip: 3.9999999 + 0.0000001 is 4001m, not 4."""
+    spec = pod_spec(container("a", cpu="3.9999999"), container("b", cpu="0.0000001"))
+    assert pod_requests(spec)["cpu"] == D("4.001")
+
+
+def test_null_quantity_is_zero_and_a_null_limit_is_a_zero_limit() -> None:
+    spec = pod_spec(container(limits={"cpu": None}, requests={"memory": "1Gi"}))
+    assert pod_requests(spec) == {"cpu": D(0), "memory": D(2**30)}
+    assert pod_limits(spec) == {"cpu": D(0)}
+
+
+def test_pod_level_limit_defaults_to_the_larger_of_request_and_container_limits() -> None:
+    """DefaultPodLevelResources (v1.37): every container limits cpu, the pod asks for more."""
+    spec = pod_spec(
+        container(limits={"cpu": "100m", "memory": "128Mi"}),
+        resources={"requests": {"cpu": "500m", "memory": "512Mi"}},
+    )
+    assert pod_limits(spec) == {"cpu": D("0.5"), "memory": D(512 * 2**20)}
+
+
+def test_pod_level_limit_is_not_defaulted_when_a_container_has_no_limit() -> None:
+    spec = pod_spec(
+        container("a", limits={"cpu": "1"}),
+        container("b", cpu="1"),
+        resources={"requests": {"cpu": "4"}},
+    )
+    assert pod_requests(spec)["cpu"] == D(4)
+    assert pod_limits(spec)["cpu"] == D(1)  # the containers' own sum, as PodLimits has it
+
+
+def test_pod_level_limit_default_counts_init_containers() -> None:
+    spec = pod_spec(
+        container("a", limits={"cpu": "1"}),
+        init=[container("i", limits={"cpu": "3"})],
+        resources={"requests": {"cpu": "2"}},
+    )
+    assert pod_limits(spec)["cpu"] == D(3)  # max(2, max(1, 3))
