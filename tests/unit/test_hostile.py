@@ -129,6 +129,11 @@ ACCEPTED = {"1e-30": "1E-9", "0." + "0" * 100 + "1": "1E-9", "0.0000000001": "1E
             "1E3": "1000", 0.1: "0.1", 0: "0"}  # fmt: skip
 
 
+# Not quantities, yet a pod's resource list takes them as the apiserver does (issue 11, checked
+# by tests/oracle): its JSON decoding trims spaces around a string and stores null as 0.
+STORED_IN_A_POD = {"1 ", " 1"}
+
+
 @pytest.mark.parametrize("value", ABSURD_QUANTITIES, ids=repr)
 def test_every_absurd_quantity_is_rejected_or_read_exactly(value: Any) -> None:
     COUNTS["core: absurd quantity table"] += 1
@@ -143,6 +148,9 @@ def test_every_absurd_quantity_is_rejected_or_read_exactly(value: Any) -> None:
         "metadata": {"name": "p", "annotations": {GROUP_KEY: "TeslaM40"}},
         "spec": {"containers": [{"resources": {"requests": {"cpu": value}}}]},
     }
+    if key in STORED_IN_A_POD or value is None:  # the apiserver stores these (issue 11)
+        run_core(obj, node_limits())
+        return
     with pytest.raises(InvalidQuantity):
         run_core(obj, node_limits())
 
