@@ -14,8 +14,10 @@ decimal suffixes, YAML numbers, padded strings, ``null``).
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import ssl
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +120,35 @@ def run(binary: Path, pods: Sequence[object], *, timeout: float = 600) -> list[V
     if len(out) != len(lines):
         raise RuntimeError(f"oracle answered {len(out)} of {len(lines)} pods")
     return out
+
+
+class DryRun:
+    """Pods created with ``dryRun=All`` on a real apiserver, over one kept-alive connection.
+
+    The response is the object after decoding, defaulting, PrepareForCreate and every
+    admission plugin: what a validating webhook is handed (nothing changes it after them)."""
+
+    def __init__(self, url: str, ca_file: Path, cert_file: Path, key_file: Path) -> None:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        context.load_cert_chain(str(cert_file), str(key_file))
+        hostport = url.removeprefix("https://").rstrip("/")
+        self._conn = http.client.HTTPSConnection(hostport, timeout=30, context=context)
+
+    def create(self, namespace: str, pod: object) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, response body) of one dry-run create, sent as kubectl would."""
+        body = pod if isinstance(pod, bytes) else _go_json(pod)
+        self._conn.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods?dryRun=All",
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        response = self._conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else {}
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 # --- seeded random pods ---------------------------------------------------------------
@@ -259,8 +290,10 @@ def _pod_level(rng: random.Random, spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def random_pod(rng: random.Random, index: int = 0) -> dict[str, Any]:
-    """One random pod (a dict, as a manifest decodes); most are valid, some are not."""
+def random_pod(rng: random.Random, index: int = 0, *, overhead: bool = True) -> dict[str, Any]:
+    """One random pod (a dict, as a manifest decodes); most are valid, some are not.
+    ``overhead=False``: never ``spec.overhead`` (a real apiserver refuses it without a
+    RuntimeClass); the draws are the same either way, so seeds stay comparable."""
     spec: dict[str, Any] = {
         "containers": [_container(rng, f"c{i}", init=False) for i in range(rng.randint(1, 3))]
     }
@@ -271,10 +304,12 @@ def random_pod(rng: random.Random, index: int = 0) -> dict[str, Any]:
     if rng.random() < 0.25:
         spec["resources"] = _pod_level(rng, spec)
     if rng.random() < 0.15:
-        spec["overhead"] = {
+        drawn = {
             "cpu": _quantity(rng, "cpu", _cpu_value(rng)),
             "memory": _quantity(rng, "memory", Decimal(rng.randint(1, 256)) * 2**20),
         }
+        if overhead:
+            spec["overhead"] = drawn
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -283,9 +318,9 @@ def random_pod(rng: random.Random, index: int = 0) -> dict[str, Any]:
     }
 
 
-def random_pods(seed: int, count: int) -> list[dict[str, Any]]:
+def random_pods(seed: int, count: int, *, overhead: bool = True) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [random_pod(rng, i) for i in range(count)]
+    return [random_pod(rng, i, overhead=overhead) for i in range(count)]
 
 
 def resources_only(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
