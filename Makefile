@@ -1,18 +1,38 @@
 # nodelimits — developer entry points. `make help` lists them.
 PYTHON ?= python3
-PIP_STAMP := .cache/pip.stamp
+# Every install comes from the one lock (hashes, runtime + dev + build deps): see
+# docs/development.md "Dependencies". One stamp per interpreter, so a CI venv and the
+# system Python do not share one.
+LOCK := requirements.lock
+IMAGE_REQS := requirements.image.txt
+PIP_STAMP := .cache/pip-$(subst /,_,$(PYTHON)).stamp
+PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast demo check-examples bench soak docs testbin cluster clean
+.PHONY: help install lock image release lint test test-fast demo check-examples bench soak docs testbin cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(PIP_STAMP): pyproject.toml
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast]'
+$(PIP_STAMP): pyproject.toml $(LOCK)
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@$(PIP) check >/dev/null || { $(PIP) check; \
+	  echo "$(LOCK) does not satisfy pyproject.toml: run 'make lock'" >&2; exit 1; }
 	@mkdir -p $(dir $@) && touch $@
 
-install: $(PIP_STAMP)  ## install nodelimits and the test tools (pip, editable)
+install: $(PIP_STAMP)  ## install nodelimits and the test tools from requirements.lock (hashes)
+
+# pip-compile over pyproject.toml: every extra (dev, fast) and the build backend, with the
+# hashes of every file of each pinned version (all platforms, so arm64 images install too).
+LOCK_ARGS ?= --upgrade
+lock: install  ## upgrade requirements.lock on purpose (LOCK_ARGS='--upgrade-package click'); then `make test` decides
+	CUSTOM_COMPILE_COMMAND="make lock" $(PYTHON) -m piptools compile --quiet $(LOCK_ARGS) \
+	  --all-extras --all-build-deps --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-find-links --no-emit-index-url --output-file $(LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PYTHON) -m piptools compile --quiet -c $(LOCK) \
+	  --extra fast --all-build-deps --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-find-links --no-emit-index-url --output-file $(IMAGE_REQS) pyproject.toml
 
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(PYTHON) -m ruff check webhook devtools tests bench tools
