@@ -14,6 +14,7 @@ Archives are cached by their inputs' digest in the directory the caller gives.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,10 +118,14 @@ def nodelimits_from_host(cache: Path) -> ImageArchive:
     files = sorted(set(_python_files()))
     libraries = sorted(set(_shared_libraries(p for p in files if _is_elf(p))))
     sources = sorted((REPO_ROOT / "webhook").rglob("*.py"))
-    key = _digest([*files, *libraries, *sources], NODELIMITS)
+    # bytecode is packed but not keyed: Python rewrites it at will, and ignores a stale one
+    key = _digest(
+        [p for p in [*files, *libraries, *sources] if "__pycache__" not in p.parts], NODELIMITS
+    )
     out = cache / f"nodelimits-host-{key}.tar"
     if out.exists():
         return ImageArchive(NODELIMITS, out)
+    _prune(cache.glob("nodelimits-host-*.tar"))
     layer = Layer()
     _base_tree(layer)
     app = Path("/opt/nodelimits/app")
@@ -250,6 +256,18 @@ def _add_with_links(layer: Layer, path: Path) -> None:
         _add_with_links(layer, path.resolve())
     elif path.is_file():
         layer.add_file(str(path), path)
+
+
+STALE_AFTER = 7200.0
+"""Seconds after which an archive of other inputs is deleted (each is ~275 MB); not at
+once, as another run that chose it may still be waiting for the node's lock."""
+
+
+def _prune(archives: Iterable[Path]) -> None:
+    for archive in archives:
+        with contextlib.suppress(OSError):
+            if time.time() - archive.stat().st_mtime > STALE_AFTER:
+                archive.unlink()
 
 
 def _digest(paths: Iterable[Path], *extra: str) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -107,6 +108,7 @@ EVICTION_MEMORY_MIB = 100
 
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
+IMPORT_TIMEOUT = 300.0
 LOCK_TIMEOUT = 1800.0
 """Seconds to wait for another run's node (a whole test session may hold it)."""
 
@@ -289,11 +291,15 @@ class RealNode:
     def env(self) -> dict[str, str]:
         return self._plane.env()
 
-    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ctr(
+        self, *args: str, check: bool = True, timeout: float = 10.0
+    ) -> subprocess.CompletedProcess[str]:
         """containerd's own client on this node's socket, in the kubelet's namespace."""
-        argv = ["ctr", "--address", str(self.containerd_socket), "--timeout", "10s"]
+        argv = ["ctr", "--address", str(self.containerd_socket), "--timeout", f"{timeout:g}s"]
         argv += ["-n", "k8s.io", *args]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout + 30, check=False
+        )
         if check and result.returncode != 0:
             raise CommandFailed(result.returncode, argv, result.stdout, result.stderr)
         return result
@@ -356,6 +362,7 @@ class RealNode:
             raise RealNodeUnavailable("; ".join(problems))
         self._began = time.monotonic()
         self._acquire_lock()
+        imported: concurrent.futures.Future[None] | None = None
         try:
             if (self.run_dir / _STATE_FILE).exists():
                 self._log("[node] a previous run did not finish: cleaning up after it")
@@ -363,16 +370,24 @@ class RealNode:
             self.before = self.snapshot()
             self._record_state()
             self._network_up()
-            self._step("containerd", self._start_containerd)
-            self._step("images", self._import_images)
-            self._step("control plane", self._start_control_plane)
-            self._step("controllers", self._start_controllers)
-            self._step("kubelet", self._start_kubelet)
-            self._step("kube-proxy", self._start_proxy)
-            self._step("node Ready", self._wait_node_ready)
-            self._step("extended resources", self._advertise_extended_resources)
-            self._step("service accounts", self._wait_default_service_account)
+            self._step("containerd serving", self._start_containerd)
+            # the import (seconds: the nodelimits image is ~275 MB) overlaps the rest: no
+            # pod can be scheduled before start() returns, so none looks for an image early
+            importer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="import")
+            imported = importer.submit(self._import_images)
+            importer.shutdown(wait=False)
+            self._step("etcd and kube-apiserver ready", self._start_control_plane)
+            self._step("controller-manager and scheduler started", self._start_controllers)
+            self._step("kubelet started", self._start_kubelet)
+            self._step("kube-proxy healthy", self._start_proxy)
+            self._step(f"node {NODE_NAME} Ready", self._wait_node_ready)
+            self._step("extended resources allocatable", self._advertise_extended_resources)
+            self._step("default service account", self._wait_default_service_account)
+            self._step("images imported", imported.result)
         except BaseException:
+            if imported is not None and not imported.done():
+                self._stop("containerd")  # its client, the import, then fails at once
+                concurrent.futures.wait([imported], timeout=STOP_TIMEOUT * 3)
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - self._began
@@ -397,7 +412,7 @@ class RealNode:
 
     def _step(self, what: str, action: Callable[[], None]) -> None:
         action()
-        self._log(f"[node {time.monotonic() - self._began:6.1f}s] {what} ready")
+        self._log(f"[node {time.monotonic() - self._began:6.1f}s] {what}")
 
     def _deadline(self) -> float:
         return self._began + self.start_timeout
@@ -506,7 +521,14 @@ class RealNode:
     def _import_images(self) -> None:
         archives = [nodeimages.pause(IMAGE_CACHE), *self.images]
         for archive in archives:
-            self.ctr("images", "import", "--no-unpack=false", str(archive.path))
+            # unpacking the ~275 MB nodelimits image takes seconds, more on a busy machine
+            imported = self.ctr(
+                "images", "import", str(archive.path), check=False, timeout=IMPORT_TIMEOUT
+            )
+            if imported.returncode != 0:
+                raise RealNodeError(
+                    f"ctr images import {archive.path} failed: {imported.stderr.strip()[-600:]}"
+                )
         names = set(self.ctr("images", "ls", "-q").stdout.split())
         missing = [a.name for a in archives if a.name not in names]
         if missing:
@@ -696,9 +718,12 @@ class RealNode:
         self._wait(f"node {NODE_NAME} Ready", ready, "kubelet")
 
     def _advertise_extended_resources(self) -> None:
+        # capacity as a device plugin would report it; allocatable too, which the kubelet
+        # would otherwise fill in only at its next status update (up to 5 s later)
         patch = [
-            {"op": "add", "path": f"/status/capacity/{name.replace('/', '~1')}", "value": str(n)}
+            {"op": "add", "path": f"/status/{field}/{name.replace('/', '~1')}", "value": str(n)}
             for name, n in EXTENDED_RESOURCES.items()
+            for field in ("capacity", "allocatable")
         ]
         self.kubectl(
             "patch", "node", NODE_NAME, "--subresource=status", "--type=json",
@@ -1158,7 +1183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except _Stop:
         return 0
-    except (RealNodeError, RealNodeUnavailable, ControlPlaneError) as exc:
+    except (RealNodeError, RealNodeUnavailable, ControlPlaneError, CommandFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
