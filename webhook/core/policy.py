@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from webhook.core.devices import DEFAULT_ACCELERATORS, AcceleratorRule, DeviceCount, DeviceTable
+from webhook.core.kinds import GangPolicy, KindRule, KindTable, Role, builtin_table
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.core.resources import (
     UNIT_BYTES,
@@ -82,6 +83,18 @@ class PolicySettings(BaseModel):
     """Unit of the platform's memorySize. Observed to be MiB (Slurm's MB)."""
     require_deadline: bool = False
     """Deny (instead of warn) a Pod or Job without activeDeadlineSeconds under a finite maxTime."""
+    gang: GangPolicy | None = None
+    """Pods that must run at once but can never all be placed on the group's nodeNumber
+    nodes: deny | warn | ignore. None: each kind's default (deny where the kind's gang is
+    explicit: Volcano, MPIJob, an LWS group, a set minAvailable; warn otherwise, Jobs too)."""
+    workload_kinds: tuple[KindRule, ...] = ()
+    """Rows added to the built-in kind table (a row with a built-in's group, version and
+    kind replaces it); every path is validated at start."""
+
+    @property
+    def kind_table(self) -> KindTable:
+        """The built-in kind table with ``workload_kinds`` over it."""
+        return builtin_table(self.workload_kinds)
 
     @property
     def devices(self) -> DeviceTable:
@@ -169,6 +182,8 @@ class Plan:
     demand: Demand
     violations: tuple[Violation, ...] = ()
     warnings: tuple[str, ...] = ()
+    members: tuple[tuple[Role, Plan], ...] = ()
+    """A kind of the kind table: each role's own plan (see :mod:`webhook.core.podsets`)."""
 
 
 def _is_extended(resource: str) -> bool:
@@ -237,6 +252,10 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
 
     Raises :class:`~webhook.core.resources.InvalidQuantity` for malformed quantities.
     """
+    if workload.pod_sets is not None:
+        from webhook.core import podsets  # podsets builds on this module
+
+        return podsets.plan(workload, settings)
     violations: list[Violation] = []
     warnings: list[str] = []
     annotations = workload.annotations
@@ -379,6 +398,10 @@ def decide(
     settings: PolicySettings,
 ) -> Decision:
     """Compare one pod's demand with one node of the group; collect every violation."""
+    if planned.members:
+        from webhook.core import podsets  # podsets builds on this module
+
+        return podsets.decide(planned, limits, accelerator, settings)
     violations = list(planned.violations)
     warnings = list(planned.warnings)
     workload, demand = planned.workload, planned.demand
@@ -421,7 +444,13 @@ def decide(
 
     _check_run_time(workload, limits, settings, violations, warnings)
     needs = (requests.get("cpu", _ZERO), requests.get("memory", _ZERO), cards)
-    _check_parallelism(workload, needs, (cpu_cap, mem_cap, card_cap), limits, warnings)
+    if settings.gang != "ignore":  # identical pods: the gang check reduces to counting
+        over: list[str] = []
+        _check_parallelism(workload, needs, (cpu_cap, mem_cap, card_cap), limits, over)
+        if settings.gang == "deny":
+            violations += [Violation("gang", "", str(limits.nodeNumber), "nodes", t) for t in over]
+        else:
+            warnings += over
 
     return _decision(
         workload,

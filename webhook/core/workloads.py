@@ -12,6 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.core import kinds, synthesized
+from webhook.core.fields import InvalidObject
+
 __all__ = [
     "KINDS",
     "InvalidObject",
@@ -21,15 +24,6 @@ __all__ = [
     "iter_objects",
     "workload_of",
 ]
-
-
-class InvalidObject(ValueError):
-    """The object is not a well-formed Kubernetes object of a kind we read; names the field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +47,8 @@ class Workload:
     """A Pod controlled by a batch/v1 Job: a missing deadline is the Job's business."""
     long_running: bool = False
     """Controllers that keep pods running without a deadline (Deployment, StatefulSet, ...)."""
+    pod_sets: kinds.PodSets | None = None
+    """A kind of the kind table: every role's pods (``pod_spec`` is then the first role's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +133,11 @@ KINDS = frozenset({"Pod", "PodTemplate", "Job", "CronJob"} | _LONG_RUNNING)
 """Kinds whose pods we can read."""
 
 
-def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
+def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) -> Workload | Skipped:
     """The :class:`Workload` of one object, or :class:`Skipped` for kinds without pods.
+
+    Kinds other than the built-in ones are read by their row in ``table`` (default: the
+    built-in rows of :mod:`webhook.core.kinds`).
 
     Raises :class:`InvalidObject` naming the field when the object is malformed.
     """
@@ -156,6 +155,10 @@ def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
         raise InvalidObject("metadata.name", "name and namespace must be strings")
     own = _annotations(meta, "metadata")
     spec = _map(obj.get("spec"), "spec")
+    if kind == "CronJob":  # its Jobs carry spec.jobTemplate.metadata: read it before its own
+        job_meta = _map(spec.get("jobTemplate"), "spec.jobTemplate").get("metadata")
+        job_meta = _map(job_meta, "spec.jobTemplate.metadata")
+        own = {**own, **_annotations(job_meta, "spec.jobTemplate.metadata")}
     if kind == "Pod":
         return Workload(
             api_version=api_version,
@@ -170,6 +173,9 @@ def workload_of(obj: Mapping[str, Any]) -> Workload | Skipped:
             ),
             owned_by_job=_is_job_owned(meta),
         )
+    row = (table or kinds.builtin_table()).get(api_version, kind)
+    if row is not None:  # before the built-ins: a batch.volcano.sh Job is not a batch/v1 Job
+        return _table_workload(row, obj, own, api_version, namespace, name)
     source = _pod_source(kind, obj, spec)
     if source is None:
         return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
@@ -223,6 +229,47 @@ def _pod_source(kind: str, obj: Mapping[str, Any], spec: Mapping[str, Any]) -> _
             replicas = 1 if replicas is None else replicas
         return _PodSource(pod_meta, pod_spec, "spec.template", parallelism=replicas)
     return None
+
+
+def _table_workload(
+    row: kinds.KindRule,
+    obj: Mapping[str, Any],
+    own: Mapping[str, str],
+    api_version: str,
+    namespace: str,
+    name: str,
+) -> Workload | Skipped:
+    """A kind of the kind table: its pod sets, each role's template annotations checked."""
+    if row.synthesizer == "trainjob":
+        return Skipped(
+            api_version,
+            row.kind,
+            namespace,
+            name,
+            "TrainJob pods come from its (Cluster)TrainingRuntime, which nodelimits does not "
+            "read yet",
+        )
+    if row.synthesizer == "argo":
+        sets = synthesized.argo(row, obj)
+    elif row.synthesizer == "spark":
+        sets = synthesized.spark(row, obj)
+    else:
+        sets = kinds.read(row, obj)
+    for role in sets.roles:
+        _annotations(role.metadata, f"{role.field}.metadata")
+    first = sets.roles[0] if sets.roles else None
+    return Workload(
+        api_version=api_version,
+        kind=row.kind,
+        namespace=namespace,
+        name=name,
+        pod_spec=first.spec if first else {},
+        annotations=first.metadata.get("annotations") or {} if first else {},
+        fallback_annotations={**own, **sets.extra_annotations},
+        active_deadline_seconds=sets.deadline,
+        long_running=sets.long_running,
+        pod_sets=sets,
+    )
 
 
 def _job_source(job_spec: Mapping[str, Any], field: str) -> _PodSource:
