@@ -23,7 +23,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from webhook.core.devices import DEFAULT_ACCELERATORS, AcceleratorRule, DeviceCount, DeviceTable
 from webhook.core.kinds import GangPolicy, KindRule, KindTable, Role, builtin_table
@@ -34,6 +34,7 @@ from webhook.core.resources import (
     PodResources,
     format_cores,
     format_memory,
+    parse_quantity,
     pod_resources,
 )
 from webhook.core.workloads import Skipped, Workload, display_name
@@ -44,6 +45,8 @@ __all__ = [
     "Demand",
     "Plan",
     "PolicySettings",
+    "Reserve",
+    "Reserved",
     "Violation",
     "choose_accelerator",
     "decide",
@@ -57,6 +60,44 @@ __all__ = [
 
 _ZERO = Decimal(0)
 _MEMORY_FORMAT = {unit: functools.partial(format_memory, unit=unit) for unit in UNIT_BYTES}
+
+
+def _quantity(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    return parse_quantity(value, field="policy.reserved")
+
+
+Quantity = Annotated[Decimal, BeforeValidator(_quantity), Field(ge=0)]
+"""A Kubernetes quantity in settings (``"1"``, ``"500m"``, ``"2Gi"``), in base units."""
+LimitsPolicy = Literal["warn", "deny", "ignore"]
+
+
+class Reserve(BaseModel):
+    """Per-node cpu and memory not available to pods (a node's capacity minus allocatable:
+    system-reserved, kube-reserved, eviction threshold). None: not set here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: Quantity | None = None
+    """Cores, as a Kubernetes quantity: ``"1"``, ``"500m"``."""
+    memory: Quantity | None = None
+    """Bytes, as a Kubernetes quantity: ``"2Gi"``."""
+
+
+class Reserved(Reserve):
+    """``policy.reserved``: subtracted from the platform's per-node cpu and memory before
+    comparing, for every group, and per group in ``groups`` (a group's value for a resource
+    replaces the global one; the other resource keeps the global)."""
+
+    groups: dict[str, Reserve] = Field(default_factory=dict)
+
+    def of(self, group: str | None) -> tuple[Decimal, Decimal]:
+        """(cpu cores, memory bytes) reserved on each node of ``group``."""
+        own = self.groups.get(group) if group is not None else None
+        cpu = own.cpu if own is not None and own.cpu is not None else self.cpu
+        memory = own.memory if own is not None and own.memory is not None else self.memory
+        return (cpu or _ZERO, memory or _ZERO)
 
 
 class PolicySettings(BaseModel):
@@ -95,6 +136,14 @@ class PolicySettings(BaseModel):
     def kind_table(self) -> KindTable:
         """The built-in kind table with ``workload_kinds`` over it."""
         return builtin_table(self.workload_kinds)
+
+    limits: LimitsPolicy = "warn"
+    """Effective cpu/memory *limits* above one node while the requests fit: warn | deny |
+    ignore. Requests decide, as the scheduler's fit check does: such a pod runs, it just
+    can never use its whole limit. Cards are unaffected (a device's request is its limit)."""
+    reserved: Reserved = Field(default_factory=Reserved)
+    """cpu and memory subtracted from the platform's per-node figures (which may be
+    capacity, while pods get allocatable), globally and per group."""
 
     @property
     def devices(self) -> DeviceTable:
@@ -419,10 +468,15 @@ def decide(
             )
         )
 
-    cpu_cap = Decimal(limits.cpuNumber)
-    _check(violations, "cpu", requests.get("cpu"), lims.get("cpu"), cpu_cap, format_cores, "cores")
+    cpu_reserved, mem_reserved = settings.reserved.of(planned.group)
+    cpu_cap = max(Decimal(limits.cpuNumber) - cpu_reserved, _ZERO)
+    over_limit = None if settings.limits == "deny" else warnings
+    if settings.limits == "ignore":
+        over_limit = []
+    cpu = (requests.get("cpu"), lims.get("cpu"))
+    _check(violations, "cpu", *cpu, cpu_cap, format_cores, "cores", over_limit, cpu_reserved)
     unit = settings.memory_unit
-    mem_cap = Decimal(limits.memorySize) * UNIT_BYTES[unit]
+    mem_cap = max(Decimal(limits.memorySize) * UNIT_BYTES[unit] - mem_reserved, _ZERO)
     _check(
         violations,
         "memory",
@@ -431,6 +485,8 @@ def decide(
         mem_cap,
         _MEMORY_FORMAT[unit],
         unit,
+        over_limit,
+        mem_reserved,
     )
 
     own_cards = demand.cards.get(accelerator)
@@ -473,21 +529,26 @@ def _check(
     cap: Decimal,
     render: Callable[[Decimal], str],
     unit: str,
+    over_limit: list[str] | None = None,
+    reserved: Decimal = _ZERO,
 ) -> None:
-    """One violation per resource: the request if it is over, else the limit if it is."""
-    for label, amount in (("", request), (" limit", limit)):
-        if amount is not None and amount > cap:
-            per_node = f" {unit} per node" if unit in ("cores", "cards") else " per node"
-            violations.append(
-                Violation(
-                    resource,
-                    render(amount),
-                    render(cap),
-                    unit,
-                    f"{resource}{label} {render(amount)} > {render(cap)}{per_node}",
-                )
+    """One finding per resource: the request if it is over (a violation), else the limit if
+    it is: a violation, or a warning appended to ``over_limit`` when that is given."""
+    per_node = f" {unit} per node" if unit in ("cores", "cards") else " per node"
+    if reserved:
+        per_node += f" ({render(cap + reserved)} - {render(reserved)} reserved)"
+    if request is not None and request > cap:
+        text = f"{resource} {render(request)} > {render(cap)}{per_node}"
+        violations.append(Violation(resource, render(request), render(cap), unit, text))
+    elif limit is not None and limit > cap:
+        text = f"{resource} limit {render(limit)} > {render(cap)}{per_node}"
+        if over_limit is None:
+            violations.append(Violation(resource, render(limit), render(cap), unit, text))
+        else:
+            over_limit.append(
+                f"{text}: the request fits, so the pod is scheduled, but it can never use "
+                "its whole limit on one node"
             )
-            return
 
 
 def _check_run_time(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -84,9 +85,84 @@ def test_memory_unit_is_configurable() -> None:
     assert not decide(pod(container(memory="31888Mi")), settings=settings).allowed
 
 
-def test_limit_over_the_node_is_a_violation_even_when_the_request_fits() -> None:
+# Issue 11 changed this: requests decide, as the scheduler's fit check does (a pod asking 1
+# core and limited to 64 runs on a 40-core node); a limit over the node is a warning by default.
+def test_limit_over_the_node_warns_when_the_request_fits() -> None:
     d = decide(pod(container(cpu="1", limits={"cpu": "64"})))
+    assert d.allowed
+    assert d.warnings == (
+        "cpu limit 64 > 40 cores per node: the request fits, so the pod is scheduled, "
+        "but it can never use its whole limit on one node",
+    )
+
+
+def test_limit_over_the_node_is_a_violation_under_limits_deny() -> None:
+    d = decide(
+        pod(container(cpu="1", limits={"cpu": "64"})), settings=PolicySettings(limits="deny")
+    )
     assert messages(d) == ["cpu limit 64 > 40 cores per node"]
+
+
+def test_limit_over_the_node_is_not_mentioned_under_limits_ignore() -> None:
+    d = decide(
+        pod(container(memory="1Gi", limits={"memory": "64Gi"})),
+        settings=PolicySettings(limits="ignore"),
+    )
+    assert d.allowed
+    assert d.warnings == ()
+
+
+def test_a_request_over_the_node_is_reported_once_not_again_as_a_limit() -> None:
+    d = decide(pod(container(cpu="48", limits={"cpu": "64"})))
+    assert messages(d) == ["cpu 48 > 40 cores per node"]
+    assert d.warnings == ()
+
+
+def test_card_limits_still_deny() -> None:
+    """Cards are unaffected by policy.limits: a device's request equals its limit."""
+    d = decide(pod(container(gpu=4)), settings=PolicySettings(limits="ignore"))
+    assert messages(d) == ["nvidia.com/gpu 4 > 2 cards per node"]
+
+
+# --- policy.reserved ---------------------------------------------------------------------
+
+
+def test_reserved_cpu_is_subtracted_and_shown() -> None:
+    settings = PolicySettings(reserved={"cpu": "1"})
+    assert decide(pod(container(cpu="39")), settings=settings).allowed
+    d = decide(pod(container(cpu="40")), settings=settings)
+    assert messages(d) == ["cpu 40 > 39 cores per node (40 - 1 reserved)"]
+    (v,) = d.violations
+    assert (v.requested, v.allowed) == ("40", "39")
+
+
+def test_reserved_memory_is_a_quantity_in_the_platform_unit() -> None:
+    settings = PolicySettings(reserved={"memory": "2Gi"})
+    assert decide(pod(container(memory=f"{31888 - 2048}Mi")), settings=settings).allowed
+    d = decide(pod(container(memory="31888Mi")), settings=settings)
+    assert messages(d) == ["memory 31888Mi > 29840Mi per node (31888Mi - 2048Mi reserved)"]
+
+
+def test_reserved_per_group_replaces_the_global_value_per_resource() -> None:
+    settings = PolicySettings(
+        reserved={"cpu": "1", "memory": "1Gi", "groups": {"TeslaM40": {"cpu": "500m"}}}
+    )
+    assert settings.reserved.of("TeslaM40") == (Decimal("0.5"), Decimal(2**30))
+    assert settings.reserved.of("other") == (Decimal(1), Decimal(2**30))
+    d = decide(pod(container(cpu="39600m")), settings=settings)
+    assert messages(d) == ["cpu 39600m > 39500m cores per node (40 - 500m reserved)"]
+
+
+def test_reserved_applies_to_limits_too() -> None:
+    settings = PolicySettings(reserved={"cpu": "2"})
+    d = decide(pod(container(cpu="1", limits={"cpu": "39"})), settings=settings)
+    assert d.warnings[0].startswith("cpu limit 39 > 38 cores per node (40 - 2 reserved): ")
+
+
+@pytest.mark.parametrize("bad", [{"cpu": "-1"}, {"cpu": "lots"}, {"memory": True}, {"gpu": "1"}])
+def test_reserved_must_be_quantities_of_cpu_and_memory(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        PolicySettings(reserved=bad)
 
 
 def test_pod_without_namespace_is_named_alone() -> None:
