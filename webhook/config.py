@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from webhook.core.devices import AcceleratorRule, DeviceCount
+from webhook.core.kinds import BUILTIN_KINDS
 from webhook.core.policy import PolicySettings
 
 __all__ = [
@@ -173,19 +174,31 @@ class ServerSettings(_Model):
     """Development only: CA bundle put into the kopf-managed configuration's caBundle."""
 
 
+CORE_KINDS = (
+    "Pod",
+    "Job",
+    "CronJob",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "PodTemplate",
+)
+TABLE_KINDS = tuple(dict.fromkeys(f"{r.kind}.{r.group}" for r in BUILTIN_KINDS))
+"""The kind table's kinds as ``admission.kinds`` names them: ``Kind.group``."""
+
+
 class AdmissionSettings(_Model):
     mode: EnforcementMode = EnforcementMode.DENY
     failure_mode: FailureMode = FailureMode.CLOSED
     kinds: Annotated[
-        tuple[
-            Literal[
-                "Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"
-            ],
-            ...,
-        ],
+        tuple[str, ...],
         NoDecode,  # NODELIMITS_ADMISSION__KINDS=Pod,Job rather than a JSON list
-    ] = ("Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
-    """Kinds with a handler; a kind not listed is allowed unchecked."""
+    ] = CORE_KINDS + TABLE_KINDS
+    """Kinds with a handler; a kind not listed is allowed unchecked. Built-in kinds by
+    name, the kind table's as ``Kind.group`` (``PyTorchJob.kubeflow.org``,
+    ``Job.batch.volcano.sh``: not a ``Job``)."""
     timeout_seconds: Annotated[int, Field(ge=1, le=30)] = 5
     """The webhook configuration's timeoutSeconds; the decision budget stays below it."""
 
@@ -200,6 +213,16 @@ class AdmissionSettings(_Model):
             except ValueError:
                 raise ValueError(f"not a JSON list: {value!r}") from None
         return [k.strip() for k in value.split(",") if k.strip()]
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [k for k in value if k not in CORE_KINDS and k not in TABLE_KINDS]
+        if unknown:
+            raise ValueError(
+                f"unknown kinds {unknown}; known: {', '.join(CORE_KINDS + TABLE_KINDS)}"
+            )
+        return value
 
 
 class Settings(BaseSettings):

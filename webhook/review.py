@@ -40,7 +40,7 @@ async def review(obj: Mapping[str, Any], settings: PolicySettings, limits: Limit
     :class:`~webhook.platform.errors.PlatformError` except an unknown group, which is
     a denial naming the group.
     """
-    return await review_workload(workloads.workload_of(obj), settings, limits)
+    return await review_workload(workloads.workload_of(obj, settings.kind_table), settings, limits)
 
 
 async def review_workload(

@@ -146,10 +146,14 @@ def gang_classes(
     return classes, sets.gang_min
 
 
-def _capacity(limits: NodeLimits, accelerator: AcceleratorType, unit: str) -> tuple[int, ...]:
+def _capacity(
+    limits: NodeLimits, accelerator: AcceleratorType, unit: str, reserved: tuple[Decimal, Decimal]
+) -> tuple[int, ...]:
+    """One node in milli-cores, bytes and cards, less ``policy.reserved`` (cpu, memory)."""
+    cpu, memory = reserved
     return (
-        limits.cpuNumber * 1000,
-        int(limits.memorySize) * UNIT_BYTES[unit],
+        max(int(limits.cpuNumber * 1000 - cpu * 1000), 0),
+        max(int(int(limits.memorySize) * UNIT_BYTES[unit] - memory), 0),
         limits.card_cap(accelerator),
     )
 
@@ -179,7 +183,7 @@ def _check_gang(
         return
     classes, total = gang_classes(planned, accelerator, settings)
     unit = settings.memory_unit
-    capacity = _capacity(limits, accelerator, unit)
+    capacity = _capacity(limits, accelerator, unit, settings.reserved.of(planned.group))
     nodes = limits.nodeNumber
     result = gang.place(classes, capacity, nodes, total)
     where = f'the {nodes} node(s) of resource group "{limits.resourceGroup}"'

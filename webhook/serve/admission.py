@@ -28,7 +28,7 @@ from typing import Any
 import kopf
 
 from webhook.config import EnforcementMode, FailureMode, Settings
-from webhook.core import workloads
+from webhook.core import kinds, workloads
 from webhook.core.resources import InvalidQuantity
 from webhook.metrics import LogKey, Metrics
 from webhook.platform.cache import LimitsCache
@@ -76,13 +76,14 @@ def _relevant(workload: workloads.Workload) -> tuple[object, ...]:
         workload.fallback_annotations,
         workload.active_deadline_seconds,
         workload.parallelism,
+        workload.pod_sets,
     )
 
 
-def _read_old(obj: Mapping[str, Any]) -> workloads.Workload | None:
+def _read_old(obj: Mapping[str, Any], table: kinds.KindTable) -> workloads.Workload | None:
     """The UPDATE's old object, or None when it could not be checked itself."""
     try:
-        old = workloads.workload_of(obj)
+        old = workloads.workload_of(obj, table)
     except workloads.InvalidObject:
         return None
     return old if isinstance(old, workloads.Workload) else None
@@ -176,14 +177,15 @@ class Admission:
         admission = self.settings.admission
         subject = f"{spec.kind} {_display(log)}"
         try:
-            workload = workloads.workload_of(body)  # read once, also for the UPDATE check
+            table = self.settings.policy.kind_table
+            workload = workloads.workload_of(body, table)  # read once, also for UPDATE
             if (
                 operation == "UPDATE"
                 and spec.subresource is None
                 and old is not None
                 and isinstance(workload, workloads.Workload)
             ):
-                before = _read_old(old)
+                before = _read_old(old, table)
                 if before is not None and _relevant(before) == _relevant(workload):
                     log[LogKey.SKIPPED] = "unchanged pods"
                     return Outcome.SKIP, None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HANDLERS", "HandlerSpec"]
+from webhook.core.kinds import BUILTIN_KINDS, KindRule
+
+__all__ = ["HANDLERS", "KIND_HANDLERS", "HandlerSpec", "table_handler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,7 @@ class HandlerSpec:
     id: str
     operations: frozenset[str]
     subresource: str | None = None
+    namespaced: bool = True
 
     @property
     def path(self) -> str:
@@ -42,5 +45,31 @@ HANDLERS: tuple[HandlerSpec, ...] = (
     HandlerSpec("StatefulSet", "apps", "v1", "statefulsets", "statefulsets", _CU),
     HandlerSpec("DaemonSet", "apps", "v1", "daemonsets", "daemonsets", _CU),
     HandlerSpec("ReplicaSet", "apps", "v1", "replicasets", "replicasets", _CU),
+    HandlerSpec(
+        "ReplicationController", "", "v1", "replicationcontrollers", "replicationcontrollers", _CU
+    ),
+    HandlerSpec("PodTemplate", "", "v1", "podtemplates", "podtemplates", _CU),
 )
-"""Every webhook nodelimits serves. The chart's configuration must use exactly these paths."""
+"""Every webhook nodelimits serves for built-in kinds (plus :data:`KIND_HANDLERS`). The
+chart's configuration must use exactly these paths."""
+
+
+def table_handler(row: KindRule) -> HandlerSpec:
+    """The webhook of one kind-table row: kind ``Kind.group`` (as ``admission.kinds`` names
+    it: a Volcano ``Job.batch.volcano.sh`` is not a ``Job``), path
+    ``/<group>/<version>/<plural>``."""
+    return HandlerSpec(
+        f"{row.kind}.{row.group}",
+        row.group,
+        row.version,
+        row.plural,
+        f"{row.group}/{row.version}/{row.plural}",
+        _CU,
+        namespaced=row.namespaced,
+    )
+
+
+KIND_HANDLERS: tuple[HandlerSpec, ...] = tuple(table_handler(r) for r in BUILTIN_KINDS)
+"""The built-in kind table's webhooks (one per group, version and plural: MPIJob v1 and
+v2beta1 are two). A rule for a CRD that is not installed matches nothing: harmless."""
+HANDLERS = HANDLERS + KIND_HANDLERS

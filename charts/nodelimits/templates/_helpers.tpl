@@ -20,6 +20,53 @@ DaemonSet:
   - {name: daemonsets, path: /daemonsets, apiGroup: apps, resource: daemonsets, operations: [CREATE, UPDATE], template: spec.template}
 ReplicaSet:
   - {name: replicasets, path: /replicasets, apiGroup: apps, resource: replicasets, operations: [CREATE, UPDATE], template: spec.template}
+ReplicationController:
+  - {name: replicationcontrollers, path: /replicationcontrollers, apiGroup: "", resource: replicationcontrollers, operations: [CREATE, UPDATE], template: spec.template}
+PodTemplate:
+  - {name: podtemplates, path: /podtemplates, apiGroup: "", resource: podtemplates, operations: [CREATE, UPDATE], template: template}
+{{- /* The kind table (webhook/core/kinds.py): version and scope per row; template "*": the
+group annotation may sit on any role's template, so no matchCondition filters them. */}}
+Job.batch.volcano.sh:
+  - {name: jobs-v1alpha1.batch.volcano.sh, path: /batch.volcano.sh/v1alpha1/jobs, apiGroup: batch.volcano.sh, version: v1alpha1, resource: jobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+CronJob.batch.volcano.sh:
+  - {name: cronjobs-v1alpha1.batch.volcano.sh, path: /batch.volcano.sh/v1alpha1/cronjobs, apiGroup: batch.volcano.sh, version: v1alpha1, resource: cronjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+PyTorchJob.kubeflow.org:
+  - {name: pytorchjobs-v1.kubeflow.org, path: /kubeflow.org/v1/pytorchjobs, apiGroup: kubeflow.org, version: v1, resource: pytorchjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+TFJob.kubeflow.org:
+  - {name: tfjobs-v1.kubeflow.org, path: /kubeflow.org/v1/tfjobs, apiGroup: kubeflow.org, version: v1, resource: tfjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+XGBoostJob.kubeflow.org:
+  - {name: xgboostjobs-v1.kubeflow.org, path: /kubeflow.org/v1/xgboostjobs, apiGroup: kubeflow.org, version: v1, resource: xgboostjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+PaddleJob.kubeflow.org:
+  - {name: paddlejobs-v1.kubeflow.org, path: /kubeflow.org/v1/paddlejobs, apiGroup: kubeflow.org, version: v1, resource: paddlejobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+JAXJob.kubeflow.org:
+  - {name: jaxjobs-v1.kubeflow.org, path: /kubeflow.org/v1/jaxjobs, apiGroup: kubeflow.org, version: v1, resource: jaxjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+MPIJob.kubeflow.org:
+  - {name: mpijobs-v1.kubeflow.org, path: /kubeflow.org/v1/mpijobs, apiGroup: kubeflow.org, version: v1, resource: mpijobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+  - {name: mpijobs-v2beta1.kubeflow.org, path: /kubeflow.org/v2beta1/mpijobs, apiGroup: kubeflow.org, version: v2beta1, resource: mpijobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+JobSet.jobset.x-k8s.io:
+  - {name: jobsets-v1alpha2.jobset.x-k8s.io, path: /jobset.x-k8s.io/v1alpha2/jobsets, apiGroup: jobset.x-k8s.io, version: v1alpha2, resource: jobsets, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+LeaderWorkerSet.leaderworkerset.x-k8s.io:
+  - {name: leaderworkersets-v1.leaderworkerset.x-k8s.io, path: /leaderworkerset.x-k8s.io/v1/leaderworkersets, apiGroup: leaderworkerset.x-k8s.io, version: v1, resource: leaderworkersets, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+RayCluster.ray.io:
+  - {name: rayclusters-v1.ray.io, path: /ray.io/v1/rayclusters, apiGroup: ray.io, version: v1, resource: rayclusters, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+RayService.ray.io:
+  - {name: rayservices-v1.ray.io, path: /ray.io/v1/rayservices, apiGroup: ray.io, version: v1, resource: rayservices, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+RayJob.ray.io:
+  - {name: rayjobs-v1.ray.io, path: /ray.io/v1/rayjobs, apiGroup: ray.io, version: v1, resource: rayjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+Workflow.argoproj.io:
+  - {name: workflows-v1alpha1.argoproj.io, path: /argoproj.io/v1alpha1/workflows, apiGroup: argoproj.io, version: v1alpha1, resource: workflows, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+WorkflowTemplate.argoproj.io:
+  - {name: workflowtemplates-v1alpha1.argoproj.io, path: /argoproj.io/v1alpha1/workflowtemplates, apiGroup: argoproj.io, version: v1alpha1, resource: workflowtemplates, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+ClusterWorkflowTemplate.argoproj.io:
+  - {name: clusterworkflowtemplates-v1alpha1.argoproj.io, path: /argoproj.io/v1alpha1/clusterworkflowtemplates, apiGroup: argoproj.io, version: v1alpha1, resource: clusterworkflowtemplates, operations: [CREATE, UPDATE], template: "*", scope: Cluster}
+CronWorkflow.argoproj.io:
+  - {name: cronworkflows-v1alpha1.argoproj.io, path: /argoproj.io/v1alpha1/cronworkflows, apiGroup: argoproj.io, version: v1alpha1, resource: cronworkflows, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+SparkApplication.sparkoperator.k8s.io:
+  - {name: sparkapplications-v1beta2.sparkoperator.k8s.io, path: /sparkoperator.k8s.io/v1beta2/sparkapplications, apiGroup: sparkoperator.k8s.io, version: v1beta2, resource: sparkapplications, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+ScheduledSparkApplication.sparkoperator.k8s.io:
+  - {name: scheduledsparkapplications-v1beta2.sparkoperator.k8s.io, path: /sparkoperator.k8s.io/v1beta2/scheduledsparkapplications, apiGroup: sparkoperator.k8s.io, version: v1beta2, resource: scheduledsparkapplications, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
+TrainJob.trainer.kubeflow.org:
+  - {name: trainjobs-v1alpha1.trainer.kubeflow.org, path: /trainer.kubeflow.org/v1alpha1/trainjobs, apiGroup: trainer.kubeflow.org, version: v1alpha1, resource: trainjobs, operations: [CREATE, UPDATE], template: "*", scope: Namespaced}
 {{- end -}}
 
 {{- define "nodelimits.name" -}}
@@ -159,7 +206,9 @@ Called with (dict "key" <annotation> "template" <dotted path or "">).
 {{- $folded := .key | lower | quote -}}
 {{- $has := "(%s in %s || %s.exists(k, k.lowerAscii() == %s))" -}}
 {{- $own := printf "(has(object.metadata.annotations) && %s)" (printf $has $key "object.metadata.annotations" "object.metadata.annotations" $folded) -}}
-{{- if .template -}}
+{{- if eq .template "*" -}}
+true
+{{- else if .template -}}
 {{- $guards := list -}}
 {{- $path := "object" -}}
 {{- range (splitList "." (printf "%s.metadata.annotations" .template)) -}}

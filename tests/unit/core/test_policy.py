@@ -514,3 +514,14 @@ def test_allowed_exactly_when_every_resource_fits(
 ) -> None:
     d = decide(pod(container(cpu=f"{cpu}m", gpu=cards)), node_limits(cpu=cap_cpu, cards=cap_cards))
     assert d.allowed == (cpu <= cap_cpu * 1000 and cards <= cap_cards)
+
+
+def test_reserved_shrinks_each_node_in_the_gang_check_too() -> None:
+    from webhook.core import podsets
+
+    reserved = PolicySettings(reserved={"cpu": "1500m", "memory": "1Gi"}).reserved.of("TeslaM40")
+    assert podsets._capacity(node_limits(), GPU, "Mi", reserved) == (
+        38500,
+        (31888 - 1024) * 2**20,
+        2,
+    )
