@@ -101,7 +101,7 @@ def test_a_drain_stops_at_the_disruption_budget_with_one_replica_serving(
     try:
         drain = node.kubectl(
             "drain", NODE_NAME, f"--pod-selector={SELECTOR}", "--ignore-daemonsets",
-            "--delete-emptydir-data", "--timeout=20s", check=False, timeout=60,
+            "--delete-emptydir-data", "--timeout=10s", check=False, timeout=60,
         )  # fmt: skip
 
         assert drain.returncode != 0
