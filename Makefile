@@ -49,6 +49,7 @@ testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimi
 	tools/testbin/build.sh
 
 demo: install  ## the main job on a real node (root): the Pending pod nodelimits prevents, helm install, examples/
+	tools/node-deps.sh
 	$(PYTHON) -m tools.demo
 
 check-examples: install  ## offline: `nodelimits check` over examples/ (no cluster)
@@ -71,6 +72,7 @@ cluster: install  ## a control plane alone on loopback; prints KUBECONFIG; Ctrl-
 
 .PHONY: cluster-node
 cluster-node: install  ## `make cluster` with a real node (root; pods run); prints KUBECONFIG
+	tools/node-deps.sh
 	$(PYTHON) -m devtools.realnode
 
 clean:  ## remove build and test caches (not the testbin)
