@@ -15,7 +15,7 @@ from webhook.core.resources import InvalidQuantity
 from webhook.core.workloads import InvalidObject, display_name
 from webhook.manifests import Document, ManifestError, read_documents
 from webhook.platform.cache import LimitsCache
-from webhook.review import review
+from webhook.review import FileClaims, review
 
 __all__ = ["CheckReport", "Result", "run_check"]
 
@@ -65,15 +65,17 @@ async def run_check(
     sources: Iterable[str], settings: PolicySettings, limits: LimitsCache
 ) -> CheckReport:
     report = CheckReport()
-    for source in sources:
-        for item in read_documents(source):
-            if isinstance(item, ManifestError):
-                report.errors.append(str(item))
-                continue
-            try:
-                reviewed = await review(item.obj, settings, limits)
-            except (InvalidObject, InvalidQuantity) as exc:
-                report.errors.append(f"{item.where}{_subject(item)}: {exc}")
-                continue
-            report.results.append(Result(item, reviewed.decision))
+    # Read everything first: a pod may name a ResourceClaimTemplate from a later file.
+    items = [item for source in sources for item in read_documents(source)]
+    claims = FileClaims(i.obj for i in items if not isinstance(i, ManifestError))
+    for item in items:
+        if isinstance(item, ManifestError):
+            report.errors.append(str(item))
+            continue
+        try:
+            reviewed = await review(item.obj, settings, limits, claims)
+        except (InvalidObject, InvalidQuantity) as exc:
+            report.errors.append(f"{item.where}{_subject(item)}: {exc}")
+            continue
+        report.results.append(Result(item, reviewed.decision))
     return report

@@ -11,17 +11,51 @@ the caller. The same pipeline for limits at hand, without awaiting, is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from webhook.core import policy, workloads
+from webhook.core import dra, policy, workloads
 from webhook.core.limits import AcceleratorType
 from webhook.core.policy import PolicySettings
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import UnknownResourceGroup
 
-__all__ = ["Review", "review", "review_workload"]
+__all__ = ["ClaimSource", "FileClaims", "Review", "review", "review_workload"]
+
+
+class ClaimSource(Protocol):
+    """Where the ResourceClaimTemplates/ResourceClaims a pod names are read from."""
+
+    async def claims(self, namespace: str, refs: tuple[dra.ClaimRef, ...]) -> dra.Claims:
+        """The claims ``refs`` name in ``namespace``. Raises on a failure to read them
+        (online: a subclass of the platform's errors, so the failure mode applies)."""
+        ...
+
+
+def _namespace(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+class FileClaims:
+    """``nodelimits check``: the claims among the input documents, and only those (a
+    reference to any other is an error: the files are all there is)."""
+
+    def __init__(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        self._by_namespace: dict[str, dict[tuple[str, str], Mapping[str, Any]]] = {}
+        for obj in objects:
+            kind, meta = obj.get("kind"), obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, Mapping) else None
+            if kind in (dra.TEMPLATE, dra.CLAIM) and isinstance(name, str):
+                self._by_namespace.setdefault(_namespace(obj), {})[(str(kind), name)] = obj
+
+    def __bool__(self) -> bool:
+        return bool(self._by_namespace)
+
+    async def claims(self, namespace: str, refs: tuple[dra.ClaimRef, ...]) -> dra.Claims:
+        return dra.Claims(found=self._by_namespace.get(namespace or "default", {}), complete=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +66,12 @@ class Review:
     within maxStale); a healthy stale-while-revalidate hit is not this."""
 
 
-async def review(obj: Mapping[str, Any], settings: PolicySettings, limits: LimitsCache) -> Review:
+async def review(
+    obj: Mapping[str, Any],
+    settings: PolicySettings,
+    limits: LimitsCache,
+    claims: ClaimSource | None = None,
+) -> Review:
     """Decide one Kubernetes object.
 
     Raises :class:`~webhook.core.workloads.InvalidObject` and
@@ -40,20 +79,29 @@ async def review(obj: Mapping[str, Any], settings: PolicySettings, limits: Limit
     :class:`~webhook.platform.errors.PlatformError` except an unknown group, which is
     a denial naming the group.
     """
-    return await review_workload(workloads.workload_of(obj, settings.kind_table), settings, limits)
+    workload = workloads.workload_of(obj, settings.kind_table)
+    return await review_workload(workload, settings, limits, claims)
 
 
 async def review_workload(
     workload: workloads.Workload | workloads.Skipped,
     settings: PolicySettings,
     limits: LimitsCache,
+    claims: ClaimSource | None = None,
 ) -> Review:
-    """:func:`review` of an object already read (the admission path reads it once)."""
+    """:func:`review` of an object already read (the admission path reads it once).
+
+    ``claims`` reads the resource claims a checked pod names (None: they are not read, and
+    claimed devices are not counted, with a warning)."""
     if isinstance(workload, workloads.Skipped):
         return Review(policy.skip(workload))
     planned = policy.plan(workload, settings)
     if planned.group is None:
         return Review(policy.skip(workload))
+    refs = dra.references(workload.pod_spec)
+    if refs and claims is not None:  # only for a checked object: read, then plan again
+        read = await claims.claims(workload.namespace, refs)
+        planned = policy.plan(workload, settings, read)
     if not planned.group:  # an empty annotation: nothing to look up
         return Review(policy.refuse(planned, planned.accelerator))
     group_types: frozenset[AcceleratorType] = frozenset()

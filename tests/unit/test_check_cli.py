@@ -291,3 +291,30 @@ def test_help_reads_well() -> None:
     assert result.exit_code == 0
     assert "Exit status:" in result.stdout
     assert "--limits-file" in result.stdout
+
+
+def test_check_counts_gpus_asked_for_through_a_resource_claim_template(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    """Issue 11: 64 GPUs through DRA, the template in another file; a missing one is an error."""
+    claimed = pod(
+        container(), resourceClaims=[{"name": "gpus", "resourceClaimTemplateName": "gpus-64"}]
+    )
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "gpus-64", "namespace": "team-a"},
+        "spec": {"spec": {"devices": {"requests": [
+            {"name": "gpus", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": 64}}
+        ]}}},
+    }  # fmt: skip
+    first = write(tmp_path, "a-pod.yaml", claimed)
+    second = write(tmp_path, "b-template.yaml", template)
+    result = check("-f", str(first), "-f", str(second), "--limits-file", str(limits_file))
+    assert result.exit_code == 1, result.output
+    assert (
+        "deviceclass.resource.kubernetes.io/gpu.nvidia.com 64 > 2 cards per node" in result.output
+    )
+    alone = check("-f", str(first), "--limits-file", str(limits_file))
+    assert alone.exit_code == 2
+    assert "ResourceClaimTemplate 'gpus-64' not found in the input files" in alone.output

@@ -25,7 +25,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from webhook.core import dra
 from webhook.core.devices import DEFAULT_ACCELERATORS, AcceleratorRule, DeviceCount, DeviceTable
+from webhook.core.dra import DraSettings
 from webhook.core.kinds import GangPolicy, KindRule, KindTable, Role, builtin_table
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.core.resources import (
@@ -144,6 +146,9 @@ class PolicySettings(BaseModel):
     reserved: Reserved = Field(default_factory=Reserved)
     """cpu and memory subtracted from the platform's per-node figures (which may be
     capacity, while pods get allocatable), globally and per group."""
+    dra: DraSettings = Field(default_factory=DraSettings)
+    """Cards through Dynamic Resource Allocation: DeviceClass -> type, and what a request
+    that cannot be counted (allocationMode All, firstAvailable) does."""
 
     @property
     def devices(self) -> DeviceTable:
@@ -251,6 +256,10 @@ def demand_of(resources: PodResources, settings: PolicySettings) -> Demand:
                     name, format(amount, "f"), "extended resources must be whole numbers"
                 )
             rule = devices.rule(name)
+            if rule is None:
+                by_class = dra.extended_type(name, settings.dra)  # deviceclass.resource...
+                if by_class is not None:
+                    rule = AcceleratorRule(pattern=name, type=by_class)
             if rule is None or amount == 0:
                 continue
             revealed.add(rule.type)
@@ -296,10 +305,49 @@ def _conflict(resource: str, read: AnnotationRead, annotations: Mapping[str, str
     )
 
 
-def plan(workload: Workload, settings: PolicySettings) -> Plan:
+def _with_claims(
+    demand: Demand,
+    workload: Workload,
+    claims: dra.Claims | None,
+    settings: PolicySettings,
+    violations: list[Violation],
+    warnings: list[str],
+) -> Demand:
+    """``demand`` plus the cards its resource claims ask for (see :mod:`webhook.core.dra`)."""
+    refs = dra.references(workload.pod_spec)
+    if not refs:
+        return demand
+    counted = dra.count(
+        refs, claims or dra.NO_CLAIMS, settings.dra, missing_is_error=workload.kind == "Pod"
+    )
+    for reason in counted.uncountable:
+        if settings.dra.uncountable == "deny":
+            violations.append(Violation("resourceClaims", "", "", "", reason))
+        else:
+            warnings.append(f"{reason}: not checked")
+    if counted.unread:
+        warnings.append(
+            f"resource claims {', '.join(counted.unread)}: their devices were not counted"
+        )
+    if not counted.cards:
+        return demand
+    cards = {t: dict(names) for t, names in demand.cards.items()}
+    card_limits = {t: dict(names) for t, names in demand.card_limits.items()}
+    for accel, names in counted.cards.items():
+        for target in (cards, card_limits):  # a claimed device's request is its limit
+            into = target.setdefault(accel, {})
+            for name, n in names.items():
+                into[name] = into.get(name, _ZERO) + n
+    return Demand(demand.resources, cards, card_limits, demand.revealed | set(counted.cards))
+
+
+def plan(workload: Workload, settings: PolicySettings, claims: dra.Claims | None = None) -> Plan:
     """Read a workload's group, accelerator hint and demand.
 
-    Raises :class:`~webhook.core.resources.InvalidQuantity` for malformed quantities.
+    ``claims``: the ResourceClaimTemplates/ResourceClaims its pods name, read by the caller
+    (None: none were read, so claimed devices are not counted, with a warning).
+    Raises :class:`~webhook.core.resources.InvalidQuantity` for malformed quantities and
+    :class:`~webhook.core.dra.ClaimNotFound` for a claim that is known not to exist.
     """
     if workload.pod_sets is not None:
         from webhook.core import podsets  # podsets builds on this module
@@ -331,6 +379,7 @@ def plan(workload: Workload, settings: PolicySettings) -> Plan:
     if group is None:  # not ours: its resources are neither computed nor judged
         return Plan(workload, None, None, NO_DEMAND)
     demand = demand_of(pod_resources(workload.pod_spec), settings)
+    demand = _with_claims(demand, workload, claims, settings, violations, warnings)
     group = group.strip()
     if not group:
         violations.append(
