@@ -190,7 +190,8 @@ def test_every_webhook_has_the_fixed_safety_fields(case: tuple[dict, Rendered]) 
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] == timeout
         assert hook["failurePolicy"] == policy
-        assert hook["rules"][0]["scope"] == "Namespaced"
+        cluster_scoped = hook["rules"][0]["resources"] == ["clusterworkflowtemplates"]
+        assert hook["rules"][0]["scope"] == ("Cluster" if cluster_scoped else "Namespaced")
         (excluded,) = [
             e
             for e in hook["namespaceSelector"]["matchExpressions"]
