@@ -96,7 +96,12 @@ class CacheSettings(_Model):
     negative_ttl: Seconds = 10.0
     """Seconds an unknown group (10004) is remembered, to spare the platform."""
     max_entries: Annotated[int, Field(ge=1)] = 4096
-    """Bound on cached (group, type) pairs; least recently used are evicted."""
+    """Bound on cached (group, type) pairs with limits; least recently used are evicted."""
+    max_negative_entries: Annotated[int, Field(ge=1)] = 1024
+    """Bound on remembered unknown groups, apart: they never evict real limits."""
+    unknown_lookups_per_second: Annotated[float, Field(gt=0)] = 10.0
+    """Lookups of (group, type) pairs without cached limits, per second (burst: 20); more
+    wait, up to the platform deadline, then are denied (never failed open)."""
 
 
 class PlatformSettings(_Model):
@@ -172,6 +177,16 @@ class ServerSettings(_Model):
     """Development only: let kopf create a webhook configuration pointing at this URL."""
     ca_file: Path | None = None
     """Development only: CA bundle put into the kopf-managed configuration's caBundle."""
+    client_ca_file: Path | None = None
+    """Require a client certificate signed by this CA (the apiserver's, configured by its
+    AdmissionConfiguration kubeConfigFile); None: any client may connect."""
+    max_review_bytes: Annotated[int, Field(ge=65536)] = 6 * 2**20
+    """Largest AdmissionReview read; larger ones are denied, saying so."""
+    header_timeout: Seconds = 10.0
+    """TLS handshake, and each request's headers (also: idle keep-alive connections)."""
+    body_timeout: Seconds = 10.0
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 250
 
 
 CORE_KINDS = (

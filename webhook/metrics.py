@@ -126,6 +126,18 @@ class Metrics:
             "Times changed certificate files could not be loaded (the old one kept serving).",
             registry=r,
         )
+        self.connections_refused = Counter(
+            "nodelimits_webhook_connections_refused_total",
+            "Connections closed on arrival: server.max_connections(_per_client) were open.",
+            registry=r,
+        )
+        self.review_rejected = Counter(
+            "nodelimits_webhook_requests_rejected_total",
+            "Requests answered before any handler: too_large, slow_body, too_deep, malformed, "
+            "mismatch (not the path's handler).",
+            ["reason"],
+            registry=r,
+        )
         self.asyncio_tasks = Gauge(
             "nodelimits_asyncio_tasks",
             "asyncio tasks alive in the serving process (a leak shows as growth).",

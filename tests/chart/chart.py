@@ -35,7 +35,7 @@ NAMESPACE = "nodelimits-system"
 HELM_TIMEOUT = 60.0
 
 HANDLERS: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
-    ("Pod", "", "pods", "/pods", ("CREATE",)),
+    ("Pod", "", "pods", "/pods", ("CREATE", "UPDATE")),
     ("Pod", "", "pods/resize", "/pods-resize", ("UPDATE",)),
     ("Job", "batch", "jobs", "/jobs", ("CREATE", "UPDATE")),
     ("CronJob", "batch", "cronjobs", "/cronjobs", ("CREATE", "UPDATE")),

@@ -10,8 +10,12 @@ AdmissionResponse: that is our internal-error path) or a 4xx; never a 5xx, never
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
+import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -31,8 +35,11 @@ from webhook.serve.admission import HANDLERS
 
 PATHS = [h.path for h in HANDLERS]
 RESOURCES = {h.path: (h.group, h.version, h.plural, h.subresource) for h in HANDLERS}
+KINDS = {h.path: h.kind for h in HANDLERS}
 CLIENT_TIMEOUT = 10.0  # the server's own budget is far below this: a timeout is a hang
 MIB = 2**20
+SLOW_TIMEOUT = 3.0  # the server's header and body timeouts here (default 10 s)
+PER_CLIENT = 40  # server.max_connections_per_client here (default 250)
 COUNTS: Counter[str] = Counter()
 HTTP = settings(
     max_examples=150,
@@ -51,7 +58,15 @@ def server(
         work,
         control_plane,
         never_started,
-        {"platform": {"limits_file": str(EXAMPLE_LIMITS)}, "log_level": "WARNING"},
+        {
+            "platform": {"limits_file": str(EXAMPLE_LIMITS)},
+            "log_level": "WARNING",
+            "server": {
+                "header_timeout": SLOW_TIMEOUT,
+                "body_timeout": SLOW_TIMEOUT,
+                "max_connections_per_client": PER_CLIENT,
+            },
+        },
     ).start()
     try:
         yield webhook
@@ -84,7 +99,7 @@ def envelope(path: str, obj: Any, operation: str = "CREATE", old: Any = None) ->
         operation=operation,
         old=old,
         resource=(group, version, plural),
-        kind="X",
+        kind=KINDS[path],
         sub_resource=sub,
         user="hostile",
         identify=False,
@@ -246,26 +261,164 @@ def test_duplicate_keys_are_read_as_json_reads_them_last_wins(client: httpx.Clie
         assert response["allowed"] is allowed, response
 
 
-@pytest.mark.parametrize("size", [MIB + 1, 4 * MIB], ids=["1MiB+1", "4MiB"])
-def test_bodies_over_1_mib_get_a_413(client: httpx.Client, size: int) -> None:
-    COUNTS["fixed cases"] += 1
-    review = envelope("/jobs", job(container(cpu="1")))
+MAX_REVIEW = 6 * MIB  # server.max_review_bytes
+
+
+def padded(obj: dict[str, Any], size: int, path: str = "/jobs") -> bytes:
+    review = envelope(path, obj)
     review["request"]["object"]["metadata"]["labels"] = {"padding": ""}
     raw = dumps(review)
     raw = raw.replace(b'"padding": ""', b'"padding": "' + b"x" * (size - len(raw)) + b'"')
     assert len(raw) == size
-    assert client.post("/jobs", content=raw).status_code == 413
+    return raw
 
 
-def test_a_body_just_under_1_mib_is_judged(client: httpx.Client) -> None:
+@pytest.mark.parametrize("size", [MAX_REVIEW + 1, 8 * MIB], ids=["limit+1", "8MiB"])
+def test_reviews_over_the_limit_are_denied_saying_so(client: httpx.Client, size: int) -> None:
+    """Issue 12, finding 5: a 413 let the object through under failurePolicy: Ignore."""
     COUNTS["fixed cases"] += 1
-    review = envelope("/jobs", job(container(cpu="999")))
-    review["request"]["object"]["metadata"]["labels"] = {"padding": ""}
-    raw = dumps(review)
-    raw = raw.replace(b'"padding": ""', b'"padding": "' + b"x" * (MIB - 1024 - len(raw)) + b'"')
-    response = post(client, "/jobs", raw)
+    response = post(client, "/jobs", padded(job(container(cpu="1")), size))
     assert response is not None
     assert response["allowed"] is False
+    assert response["status"]["code"] == 413
+    assert f"above the {MAX_REVIEW}-byte limit" in response["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    "size", [MIB + 1, 3 * MIB + 4096, MAX_REVIEW], ids=["1MiB+1", "UPDATE-sized", "limit"]
+)
+def test_reviews_up_to_the_limit_are_judged(client: httpx.Client, size: int) -> None:
+    """What the apiserver can send: objects up to 1.5 MiB in etcd; an UPDATE carries two."""
+    COUNTS["fixed cases"] += 1
+    response = post(client, "/jobs", padded(job(container(cpu="999")), size))
+    assert response is not None
+    assert response["allowed"] is False
+    assert "cpu 999 > 40 cores per node" in response["status"]["message"]
+
+
+@pytest.mark.parametrize("depth", [129, 100_000])
+def test_deeply_nested_json_is_a_400_without_a_traceback(
+    client: httpx.Client, server: Webhook, depth: int
+) -> None:
+    """Issue 12, finding 9: a 100k-deep body was a 500 and a RecursionError in the log."""
+    COUNTS["fixed cases"] += 1
+    review = envelope("/pods", pod(container(cpu="1")))
+    review["request"]["object"]["metadata"]["labels"] = "DEEP"
+    raw = dumps(review).replace(b'"DEEP"', b"[" * depth + b"]" * depth)
+    resp = client.post("/pods", content=raw)
+    assert resp.status_code == 400, resp.text[:300]
+    assert "nested deeper than 128" in resp.reason_phrase
+    assert "Traceback" not in "\n".join(server.log_lines())
+
+
+# --- the raw HTTP layer: slow, partial and many connections (issue 12, finding 6) ---------
+
+
+def tls_socket(server: Webhook) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(server.certs.ca))
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT)
+    return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def closed_by_server(conn: ssl.SSLSocket) -> bytes:
+    """Everything the server sends until it closes; a client timeout means it never did."""
+    received = b""
+    try:
+        while chunk := conn.recv(65536):
+            received += chunk
+    except TimeoutError:  # pragma: no cover - the failure these tests exist for
+        pytest.fail(f"the server held the connection over {CLIENT_TIMEOUT}s: {received[:200]!r}")
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return received
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /pods HTTP/1.1\r\n", b"POST /pods HTTP/1.1\r\nHost: x\r\nContent-Le"],
+    ids=["nothing", "request-line", "partial-headers"],
+)
+def test_connections_that_never_finish_their_headers_are_closed(
+    server: Webhook, sent: bytes
+) -> None:
+    """1,000 such connections were held 105 s, none closed (default now: 10 s)."""
+    COUNTS["slow clients"] += 1
+    with tls_socket(server) as conn:
+        conn.sendall(sent)
+        closed_by_server(conn)
+
+
+def test_a_body_that_never_arrives_gets_a_408(server: Webhook) -> None:
+    COUNTS["slow clients"] += 1
+    with tls_socket(server) as conn:
+        conn.sendall(b"POST /pods HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        assert closed_by_server(conn).startswith(b"HTTP/1.1 408")
+
+
+def test_connections_over_the_per_client_cap_are_closed_on_arrival(
+    server: Webhook, client: httpx.Client
+) -> None:
+    COUNTS["slow clients"] += 1
+    opened: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(PER_CLIENT + 10):  # quickly, well within the header timeout
+            conn = tls_socket(server)
+            with contextlib.suppress(OSError):
+                conn.sendall(b"POST /pods HTTP/1.1\r\n")  # partial: holds its slot
+            opened.append(conn)
+        readable, _, _ = select.select(opened, [], [], 0.5)
+        closed = 0
+        for conn in readable:  # readable at once: closed (or reset) by the server
+            try:
+                closed += conn.recv(1) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                closed += 1
+        # One httpx keep-alive connection of this module may hold a slot too.
+        assert closed >= 10
+        assert len(opened) - closed <= PER_CLIENT
+    finally:
+        for conn in opened:
+            conn.close()
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    while time.monotonic() < deadline:  # the slots come back once the server sees the closes
+        try:
+            response = post(client, "/pods", dumps(envelope("/pods", pod(container(cpu="1")))))
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        assert response is not None
+        assert response["allowed"] is True
+        return
+    pytest.fail("the server never served again after the held connections closed")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=2000), max_size=8),
+    pause=st.sampled_from([0.0, 0.01, 0.05, 0.2]),
+    cpu=st.sampled_from(["1", "999"]),
+)
+def test_reviews_sent_in_slow_pieces_get_their_verdict(
+    server: Webhook, cuts: list[int], pause: float, cpu: str
+) -> None:
+    """A review trickled in pieces (within the timeouts) is judged like one sent at once."""
+    COUNTS["slow and partial sends"] += 1
+    body = dumps(envelope("/pods", pod(container(cpu=cpu))))
+    raw = (
+        b"POST /pods HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    points = sorted({c % len(raw) for c in cuts} - {0})
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    with tls_socket(server) as conn:
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(pause / max(1, len(pieces)))
+        answer = closed_by_server(conn)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(payload)["response"]["allowed"] is (cpu == "1")
 
 
 def test_zz_server_still_serves_and_never_failed_internally(

@@ -10,6 +10,14 @@
                                   the source; its PlatformError propagates
     10004 (unknown group)      -> remembered for negative_ttl, raised again without a call
 
+Unknown groups are remembered apart (``max_negative_entries``): a flood of invented names
+(~4,200 dry-run creates, issue 12 finding 4) evicted the real groups from the shared LRU, so
+that during a platform outage fitting pods were denied and ``failureMode: open`` admitted a
+100-CPU pod in a 40-core group. Now negative entries only evict each other, and lookups of
+pairs without cached limits are rate-limited (``unknown_lookups_per_second``, burst
+:data:`UNKNOWN_BURST`): over the rate they wait up to the deadline, then
+:class:`~webhook.platform.errors.LookupsThrottled` (denied, never failed open).
+
 ``stale`` means "older than the TTL" (a healthy stale-while-revalidate hit too);
 ``refresh_failed`` means the value is served only because the platform is failing, and
 that is what the review turns into a warning. The
@@ -30,7 +38,12 @@ from typing import Protocol
 from webhook.config import CacheSettings
 from webhook.core.limits import AcceleratorType, GroupEntry, GroupTypes, NodeLimits, offered_types
 from webhook.metrics import Metrics
-from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
+from webhook.platform.errors import (
+    LookupsThrottled,
+    PlatformError,
+    PlatformUnavailable,
+    UnknownResourceGroup,
+)
 from webhook.platform.flights import Flights
 
 __all__ = ["CachedLimits", "LimitsCache", "LimitsSource"]
@@ -38,6 +51,26 @@ __all__ = ["CachedLimits", "LimitsCache", "LimitsSource"]
 log = logging.getLogger(__name__)
 
 Key = tuple[str, AcceleratorType]
+UNKNOWN_BURST = 20
+"""Lookups of pairs without cached limits allowed at once before the rate applies."""
+
+
+class _TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; the clock is the cache's."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens, self.at = float(burst), clock()
+
+    def take(self) -> float:
+        """Take a token: 0.0, or the seconds until one is due (nothing taken then)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +141,11 @@ class LimitsCache:
         self._metrics = metrics
         self._deadline = deadline
         self._clock = clock
-        self._entries: OrderedDict[Key, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # limits only
+        self._negative: OrderedDict[Key, _Entry] = OrderedDict()  # unknown groups, apart
+        self._unknown_lookups = _TokenBucket(
+            settings.unknown_lookups_per_second, UNKNOWN_BURST, clock
+        )
         self._flights: Flights[Key, NodeLimits] = Flights()
         self._group_flight: Flights[str, GroupTypes] = Flights()
         self._groups: _Groups | None = None
@@ -124,6 +161,8 @@ class LimitsCache:
                 "list_error",
                 "negative",
                 "evict",
+                "evict_negative",
+                "throttled",
             )
         }
         metrics.cache_age.set_function(self._oldest_age)
@@ -143,13 +182,18 @@ class LimitsCache:
         """Limits of ``group`` for ``accelerator``; raises the source's PlatformError when
         there is no usable value."""
         key = (group, accelerator)
+        negative = self._negative.get(key)
+        if (
+            negative is not None
+            and negative.unknown is not None
+            and self._clock() - negative.fetched_at < self._settings.negative_ttl
+        ):
+            self._event("negative")
+            raise _raise_again(negative.unknown)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
             age = self._clock() - entry.fetched_at
-            if entry.unknown is not None and age < self._settings.negative_ttl:
-                self._event("negative")
-                raise _raise_again(entry.unknown)
             if entry.limits is not None and age < self._settings.ttl:
                 self._event("hit")
                 return CachedLimits(entry.limits, stale=False, age_seconds=age)
@@ -162,6 +206,8 @@ class LimitsCache:
                     entry.limits, stale=True, age_seconds=age, refresh_failed=entry.refresh_failed
                 )
         self._event("miss")
+        if entry is None and not self._flights.running(key):
+            await self._throttle(group, accelerator)
         task = self._flights.run(key, lambda: self._fetch(key))
         try:
             limits = await asyncio.wait_for(asyncio.shield(task), self._deadline)
@@ -205,7 +251,32 @@ class LimitsCache:
         now = self._clock()
         return max(now - e.fetched_at for e in self._entries.values())
 
+    async def _throttle(self, group: str, accelerator: AcceleratorType) -> None:
+        """Wait for a lookup token (a pair without cached limits), up to the deadline."""
+        waited = 0.0
+        while (due := self._unknown_lookups.take()) > 0:
+            if waited + due > self._deadline:
+                self._event("throttled")
+                raise LookupsThrottled(
+                    f"too many lookups of resource groups without cached limits "
+                    f"(over {self._settings.unknown_lookups_per_second:g}/s); "
+                    f"{group!r} ({accelerator.value}) not looked up, try again",
+                    endpoint="cache",
+                    resource_group=group,
+                )
+            await asyncio.sleep(due)
+            waited += due
+
     def _store(self, key: Key, entry: _Entry) -> None:
+        if entry.unknown is not None:
+            self._entries.pop(key, None)  # removed on the platform: never served stale again
+            self._negative[key] = entry
+            self._negative.move_to_end(key)
+            while len(self._negative) > self._settings.max_negative_entries:
+                self._negative.popitem(last=False)
+                self._event("evict_negative")
+            return
+        self._negative.pop(key, None)
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self._settings.max_entries:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "CredentialsError",
+    "LookupsThrottled",
     "MalformedResponse",
     "PlatformAuthError",
     "PlatformError",
@@ -48,6 +49,11 @@ class PlatformError(Exception):
 
 class PlatformUnavailable(PlatformError):
     """The platform could not answer now (timeout, network, HTTP 5xx, 10001, 10012)."""
+
+
+class LookupsThrottled(PlatformUnavailable):
+    """Too many lookups of groups nodelimits has no limits for (a flood of invented names):
+    denied whatever the failure mode, since the platform itself is fine."""
 
 
 class PlatformRejected(PlatformError):

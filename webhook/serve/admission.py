@@ -28,12 +28,14 @@ from typing import Any
 import kopf
 
 from webhook.config import EnforcementMode, FailureMode, Settings
-from webhook.core import kinds, workloads
+from webhook.core import kinds, policy, workloads
+from webhook.core.policy import PolicySettings
 from webhook.core.resources import InvalidQuantity
 from webhook.metrics import LogKey, Metrics
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
     CredentialsError,
+    LookupsThrottled,
     MalformedResponse,
     PlatformAuthError,
     PlatformRejected,
@@ -78,6 +80,25 @@ def _relevant(workload: workloads.Workload) -> tuple[object, ...]:
         workload.parallelism,
         workload.pod_sets,
     )
+
+
+def _targets(workload: workloads.Workload, settings: PolicySettings) -> tuple[object, ...]:
+    """Where a Pod is checked against: its group and type annotations as the policy reads
+    them. A Pod UPDATE that changes these (or adds one) re-targets the pod: checked."""
+    keys = (settings.group_annotation, settings.type_annotation)
+    return tuple(
+        policy.read_annotation(annotations, key)
+        for annotations in (workload.annotations, workload.fallback_annotations)
+        for key in keys
+    )
+
+
+def _unchanged(
+    before: workloads.Workload, after: workloads.Workload, settings: PolicySettings
+) -> bool:
+    if after.kind == "Pod":  # resources change only through pods/resize (its own handler)
+        return _targets(before, settings) == _targets(after, settings)
+    return _relevant(before) == _relevant(after)
 
 
 def _read_old(obj: Mapping[str, Any], table: kinds.KindTable) -> workloads.Workload | None:
@@ -186,7 +207,7 @@ class Admission:
                 and isinstance(workload, workloads.Workload)
             ):
                 before = _read_old(old, table)
-                if before is not None and _relevant(before) == _relevant(workload):
+                if before is not None and _unchanged(before, workload, self.settings.policy):
                     log[LogKey.SKIPPED] = "unchanged pods"
                     return Outcome.SKIP, None
             async with asyncio.timeout(self.budget):
@@ -203,6 +224,12 @@ class Admission:
             return self._refused(subject, exc, log)
         except CredentialsError as exc:
             return self._unusable_credentials(subject, exc, log)
+        except LookupsThrottled as exc:  # the platform is fine: never failed open
+            log[LogKey.ERROR] = str(exc)
+            self.metrics.admission_errors.labels(reason="throttled").inc()
+            return Outcome.ERROR, kopf.AdmissionError(
+                f"nodelimits: cannot check {subject}{_group_of(log, exc)}: {exc}", code=429
+            )
         except (PlatformUnavailable, MalformedResponse, TimeoutError) as exc:
             return self._unavailable(subject, exc, warnings, log)
 

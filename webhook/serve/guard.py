@@ -1,11 +1,18 @@
 """The review-shape guard: a request kopf would answer with a 500 or, worse, a silent allow
-is a 400 instead, before any handler runs."""
+is a 400 instead, before any handler runs.
+
+A review must match its path's handler exactly (issue 12, finding 9): the operation is one
+the handler checks, spelled as the apiserver spells it; resource, kind and subresource are
+the handler's; the object is of the handler's kind with a ``spec`` object. Anything else
+was answered ``allowed: true`` by a handler that found nothing to check.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
+from webhook.serve.handlers import HandlerSpec
 from webhook.serve.kopf_glue import WebhookError
 
 __all__ = ["check_review"]
@@ -22,12 +29,13 @@ def _shown(text: str) -> str:
     return text if text.isascii() and text.isprintable() else ascii(text)
 
 
-def check_review(request: object, webhook: str | None, known: frozenset[str]) -> None:
+def check_review(request: object, webhook: str | None, handlers: Mapping[str, HandlerSpec]) -> None:
     """Reject what kopf would answer with a 500 or, worse, a silent allow."""
-    if webhook not in known:
+    spec = handlers.get(webhook or "")
+    if spec is None:
         # kopf runs no handler for an unknown path and ALLOWS: make it loud instead.
         path = _shown(f"/{webhook or ''}")
-        raise WebhookError(f"unknown webhook path {path}; served: {sorted(known)}")
+        raise WebhookError(f"unknown webhook path {path}; served: {sorted(handlers)}")
     if not isinstance(request, Mapping) or not isinstance(request.get("request"), Mapping):
         raise WebhookError("not an AdmissionReview: no request object")
     body = request["request"]
@@ -39,13 +47,16 @@ def check_review(request: object, webhook: str | None, known: frozenset[str]) ->
         raise WebhookError("AdmissionReview request.resource must have group/version/resource")
     if not isinstance(body.get("uid"), str):
         raise WebhookError("AdmissionReview request.uid must be a string")
-    if not isinstance(body.get("operation"), str) or not isinstance(
-        body.get("subResource"), str | None
-    ):  # a list here was an internal error (unhashable) instead of a 400
+    operation, subresource = body.get("operation"), body.get("subResource")
+    if not isinstance(operation, str) or not isinstance(subresource, str | None):
+        # a list here was an internal error (unhashable) instead of a 400
         raise WebhookError("AdmissionReview request.operation/subResource must be strings")
+    _check_target(spec, body, resource, operation, subresource or None)
     for key in ("object", "oldObject"):
         obj = body.get(key)
         if obj is None:
+            if key == "object" or operation == "UPDATE":  # the apiserver always sends both
+                raise WebhookError(f"AdmissionReview request.{key} is missing for {operation}")
             continue
         if not isinstance(obj, Mapping):
             raise WebhookError(f"AdmissionReview request.{key} must be an object")
@@ -56,3 +67,50 @@ def check_review(request: object, webhook: str | None, known: frozenset[str]) ->
             raise WebhookError(f"AdmissionReview request.{key}.metadata must be an object")
         if not isinstance(meta.get("uid"), str | None):
             raise WebhookError(f"AdmissionReview request.{key}.metadata.uid must be a string")
+        _check_object(spec, key, obj)
+
+
+def _api_version(spec: HandlerSpec) -> str:
+    return f"{spec.group}/{spec.version}" if spec.group else spec.version
+
+
+def _check_target(
+    spec: HandlerSpec,
+    body: Mapping[str, object],
+    resource: Mapping[str, object],
+    operation: str,
+    subresource: str | None,
+) -> None:
+    path = spec.path
+    if operation not in spec.operations:
+        raise WebhookError(
+            f"{path} checks {'/'.join(sorted(spec.operations))}, "
+            f"not operation {_shown(repr(operation))}"
+        )
+    wanted = (spec.group, spec.version, spec.plural)
+    got = (resource["group"], resource["version"], resource["resource"])
+    if got != wanted:
+        shown = _shown("/".join(map(str, got)))
+        raise WebhookError(f"{path} checks resource {'/'.join(wanted)}, not {shown}")
+    if subresource != spec.subresource:
+        raise WebhookError(
+            f"{path} checks subresource {spec.subresource or '(none)'}, "
+            f"not {_shown(repr(subresource))}"
+        )
+    kind = body.get("kind")
+    if not isinstance(kind, Mapping) or (
+        kind.get("group"),
+        kind.get("version"),
+        kind.get("kind"),
+    ) != (spec.group, spec.version, spec.kind):
+        raise WebhookError(f"{path} checks kind {spec.kind}: request.kind must say so")
+
+
+def _check_object(spec: HandlerSpec, key: str, obj: Mapping[str, object]) -> None:
+    if obj.get("kind") != spec.kind or obj.get("apiVersion") != _api_version(spec):
+        shown = _shown(f"{obj.get('apiVersion')!r} {obj.get('kind')!r}")
+        raise WebhookError(
+            f"{spec.path} checks {_api_version(spec)} {spec.kind}: request.{key} is {shown}"
+        )
+    if not isinstance(obj.get("spec"), Mapping):  # `spec: null` read as an empty pod
+        raise WebhookError(f"AdmissionReview request.{key}.spec must be an object")

@@ -36,7 +36,10 @@ class HandlerSpec:
 
 _CU = frozenset({"CREATE", "UPDATE"})
 HANDLERS: tuple[HandlerSpec, ...] = (
-    HandlerSpec("Pod", "", "v1", "pods", "pods", frozenset({"CREATE"})),
+    # UPDATE: re-targeting a checked Pod (its group or type annotation changed or added)
+    # must not persist unchecked; any other Pod UPDATE is skipped (the chart's
+    # matchConditions do not even send those).
+    HandlerSpec("Pod", "", "v1", "pods", "pods", _CU),
     # In-place resize must not bypass the check (KEP-1287: UPDATE of pods/resize).
     HandlerSpec("Pod", "", "v1", "pods", "pods-resize", frozenset({"UPDATE"}), "resize"),
     HandlerSpec("Job", "batch", "v1", "jobs", "jobs", _CU),

@@ -9,7 +9,9 @@ touch is for:
   admission request and only a watch frees it; an admission-only process never watches.
 * :func:`skip_copy_of_empty_patches`: kopf deep-copies the whole object before it checks
   whether there is a patch to send.
-* ``WebhookError``: the error kopf answers with a 400, raised by the review-shape guard.
+* ``WebhookError``: the error kopf answers with a 400, raised by the review-shape guard;
+  ``UnknownResourceError`` / ``AmbiguousResourceError`` (404 / 409), which the listener's own
+  request reader (:mod:`webhook.serve.tls`) answers as kopf's would.
 * ``SmartOperatorRegistry``: a registry with kopf's default login handlers.
 * :data:`WEBHOOK_SERVER_PRIVATES`: the methods of ``kopf.WebhookServer`` that
   :mod:`webhook.serve.tls` overrides or calls.
@@ -21,17 +23,24 @@ from typing import Any
 
 from kopf._cogs.structs import patches
 from kopf._cogs.structs.references import Insights
-from kopf._core.engines.admission import WebhookError, serve_admission_request
+from kopf._core.engines.admission import (
+    AmbiguousResourceError,
+    UnknownResourceError,
+    WebhookError,
+    serve_admission_request,
+)
 from kopf._core.intents.registries import SmartOperatorRegistry
 from kopf._core.reactor.inventory import ResourceMemories
 
 __all__ = [
     "WEBHOOK_SERVER_PRIVATES",
+    "AmbiguousResourceError",
     "EphemeralMemories",
     "Insights",
     "Patch",
     "ResourceMemories",
     "SmartOperatorRegistry",
+    "UnknownResourceError",
     "WebhookError",
     "serve_admission_request",
     "skip_copy_of_empty_patches",
@@ -41,7 +50,6 @@ Patch = patches.Patch
 
 WEBHOOK_SERVER_PRIVATES = (
     "_build_ssl",
-    "_serve",
     "_allocate_free_port",
     "_get_accessible_addr",
     "_build_url",

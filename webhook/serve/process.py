@@ -32,7 +32,7 @@ from webhook.serve.kopf_glue import (
     SmartOperatorRegistry,
     skip_copy_of_empty_patches,
 )
-from webhook.serve.tls import NodelimitsWebhookServer, ServingState
+from webhook.serve.tls import NodelimitsWebhookServer, ServingLimits, ServingState
 
 __all__ = ["Probes", "configure_logging", "kopf_settings", "serve"]
 
@@ -127,7 +127,15 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
     server = NodelimitsWebhookServer(
         state=state,
         metrics=metrics,
-        known_ids=frozenset(h.id for h in HANDLERS if h.kind in settings.admission.kinds),
+        handlers={h.id: h for h in HANDLERS if h.kind in settings.admission.kinds},
+        limits=ServingLimits(
+            max_review_bytes=s.max_review_bytes,
+            header_timeout=s.header_timeout,
+            body_timeout=s.body_timeout,
+            max_connections=s.max_connections,
+            max_connections_per_client=s.max_connections_per_client,
+        ),
+        verify_cafile=str(s.client_ca_file) if s.client_ca_file else None,
         addr=s.host,
         port=s.port,
         host=host,

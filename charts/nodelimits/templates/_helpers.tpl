@@ -6,7 +6,7 @@ unknown path without running any handler, so a wrong path silently disables the 
 */}}
 {{- define "nodelimits.handlers" -}}
 Pod:
-  - {name: pods, path: /pods, apiGroup: "", resource: pods, operations: [CREATE], template: ""}
+  - {name: pods, path: /pods, apiGroup: "", resource: pods, operations: [CREATE, UPDATE], template: "", retarget: true}
   - {name: pods-resize, path: /pods-resize, apiGroup: "", resource: pods/resize, operations: [UPDATE], template: ""}
 Job:
   - {name: jobs, path: /jobs, apiGroup: batch, resource: jobs, operations: [CREATE, UPDATE], template: spec.template}
@@ -219,6 +219,20 @@ true
 {{- else -}}
 {{- $own -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+CEL: a Pod UPDATE reaches the webhook only when it changes (or adds, or removes) the group
+or type annotation in any case of the key: re-targeting a checked pod is checked, while
+the controllers' and kubelet's everyday Pod UPDATEs (labels, finalizers) never depend on
+the webhook being up. The webhook compares the same way (webhook/serve/admission.py).
+*/}}
+{{- define "nodelimits.retargetExpression" -}}
+{{- $keys := printf "[%s, %s]" (.group | lower | quote) (.type | lower | quote) -}}
+{{- $pick := "(has(%[1]s.metadata.annotations) ? %[1]s.metadata.annotations.filter(k, k.lowerAscii() in %[2]s).map(k, k + '=' + %[1]s.metadata.annotations[k]) : [])" -}}
+{{- $new := printf $pick "object" $keys -}}
+{{- $old := printf $pick "oldObject" $keys -}}
+{{- printf "request.operation != 'UPDATE' || !(%s.all(x, x in %s) && %s.all(x, x in %s))" $new $old $old $new -}}
 {{- end -}}
 
 {{/* The webhook configuration's clientConfig for one handler path. */}}

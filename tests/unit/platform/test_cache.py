@@ -13,7 +13,12 @@ from tests.platform_helpers import cache_settings
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
-from webhook.platform.errors import PlatformError, PlatformUnavailable, UnknownResourceGroup
+from webhook.platform.errors import (
+    LookupsThrottled,
+    PlatformError,
+    PlatformUnavailable,
+    UnknownResourceGroup,
+)
 from webhook.platform.models import ResourceGroupEntry
 
 GPU = AcceleratorType.GPU
@@ -384,3 +389,51 @@ async def test_last_group_list_is_kept_while_the_platform_fails(
     await cache.group_types("TeslaM40")
     await settle()
     assert await cache.group_types("TeslaM40") == {GPU, AcceleratorType.CPU}
+
+
+# --- floods of invented group names (issue 12, finding 4) ---------------------------------
+
+
+async def test_a_flood_of_unknown_groups_never_evicts_real_limits(
+    source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    """~4,200 invented names evicted every real group from the shared 4,096-entry LRU;
+    then a platform outage denied fitting pods (closed) or admitted oversized ones (open)."""
+    cache = make_cache(source, clock, metrics, max_entries=8, max_negative_entries=16)
+    await cache.get("TeslaM40", GPU)
+    source.error = unknown()
+    for i in range(200):
+        clock.now += 0.2  # within the lookup rate: every name reaches the source
+        with pytest.raises(UnknownResourceGroup):
+            await cache.get(f"random-{i}", GPU)
+    assert events(metrics, "evict") == 0
+    assert events(metrics, "evict_negative") == 200 - 16
+    # The platform fails now: the real group is still served (stale-if-error).
+    source.error = PlatformUnavailable("down", endpoint="limits")
+    clock.now += TTL
+    got = await cache.get("TeslaM40", GPU)
+    assert got.limits.cpuNumber == 40
+    await cache.aclose()
+
+
+async def test_lookups_of_uncached_groups_are_rate_limited(
+    source: Source, clock: Clock, metrics: Metrics
+) -> None:
+    cache = make_cache(source, clock, metrics, unknown_lookups_per_second=10.0)
+    await cache.get("TeslaM40", GPU)
+    source.error = unknown()
+    for i in range(19):  # the rest of the burst of 20
+        with pytest.raises(UnknownResourceGroup):
+            await cache.get(f"random-{i}", GPU)
+    calls = source.calls
+    with pytest.raises(LookupsThrottled, match="too many lookups"):  # the clock stands still
+        await cache.get("one-more", GPU)
+    assert source.calls == calls
+    assert events(metrics, "throttled") == 1
+    source.error = None
+    assert (await cache.get("TeslaM40", GPU)).limits.cpuNumber == 40  # cached: not throttled
+    clock.now += 0.1  # one token later
+    source.error = unknown()
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("one-more", GPU)
+    await cache.aclose()

@@ -8,12 +8,23 @@ from typing import Any
 import kopf
 import pytest
 
-from devtools.builders import FakeLimits, container, failing_platform_cache, job, limits_cache, pod
+from devtools.builders import (
+    GROUP_KEY,
+    TYPE_KEY,
+    FakeLimits,
+    container,
+    failing_platform_cache,
+    job,
+    limits_cache,
+    node_limits,
+    pod,
+)
 from webhook.config import Settings
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
+    LookupsThrottled,
     MalformedResponse,
     PlatformAuthError,
     PlatformRejected,
@@ -120,7 +131,6 @@ async def test_dry_run_gets_the_same_verdict() -> None:
 @pytest.mark.parametrize(
     ("handler", "operation", "subresource"),
     [
-        pytest.param("pods", "UPDATE", None, id="pod-update"),
         pytest.param("pods", "DELETE", None, id="pod-delete"),
         pytest.param("pods", "CREATE", "status", id="other-subresource"),
         pytest.param("pods-resize", "CREATE", "resize", id="resize-create"),
@@ -151,6 +161,48 @@ async def test_update_that_leaves_the_pods_unchanged_is_not_checked() -> None:
     new = job(container(cpu="999"))
     new["metadata"]["labels"] = {"team": "a"}
     await call(admission, new, "jobs", "UPDATE", old=old)
+    assert provider.calls == 0
+
+
+def _annotated(obj: dict[str, Any], **annotations: str) -> dict[str, Any]:
+    obj["metadata"]["annotations"] = annotations
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param({GROUP_KEY: "a800x8"}, {GROUP_KEY: "TeslaM40"}, id="group-changed"),
+        pytest.param({}, {GROUP_KEY: "TeslaM40"}, id="group-added"),
+        pytest.param({GROUP_KEY: "a800x8"},
+                     {GROUP_KEY: "a800x8", "NodeLimits.io/Resource-Group": "TeslaM40"},
+                     id="case-variant-added"),
+        pytest.param({GROUP_KEY: "TeslaM40", TYPE_KEY: "cpu"}, {GROUP_KEY: "TeslaM40"},
+                     id="type-removed"),
+    ],
+)  # fmt: skip
+async def test_pod_update_that_retargets_it_is_checked(
+    before: dict[str, str], after: dict[str, str]
+) -> None:
+    """Issue 12, finding 2: `kubectl annotate --overwrite` of the group persisted unchecked."""
+    admission, _ = make(FakeLimits(node_limits(cpu=40)))
+    big = pod(container(cpu="100"))
+    with pytest.raises(kopf.AdmissionError, match=r"cpu 100 > 40|conflicting annotations"):
+        await call(admission, _annotated(big, **after), "pods", "UPDATE",
+                   old=_annotated(pod(container(cpu="100")), **before))  # fmt: skip
+
+
+async def test_pod_update_that_keeps_its_group_is_not_checked() -> None:
+    """Labels, finalizers, other annotations: never blocked, even on a pod that does not fit
+    (created before nodelimits, or before its group shrank)."""
+    provider = FakeLimits()
+    admission, _ = make(provider)
+    old = pod(container(cpu="999"))
+    new = pod(container(cpu="999"))
+    new["metadata"]["labels"] = {"team": "a"}
+    new["metadata"]["annotations"]["other"] = "x"
+    new["metadata"]["finalizers"] = ["example.com/f"]
+    await call(admission, new, "pods", "UPDATE", old=old)
     assert provider.calls == 0
 
 
@@ -324,3 +376,13 @@ def test_handler_accepts_only_its_operations() -> None:
     spec = HandlerSpec("Pod", "", "v1", "pods", "pods-resize", frozenset({"UPDATE"}), "resize")
     assert spec.accepts("UPDATE", "resize")
     assert not spec.accepts("UPDATE", None)
+
+
+async def test_throttled_lookups_are_denied_even_when_failing_open() -> None:
+    """A flood of invented group names must not turn into fail-open admissions."""
+    flood = LookupsThrottled("too many lookups", endpoint="cache")
+    admission, metrics = make(FakeLimits(error=flood), admission={"failure_mode": "open"})
+    with pytest.raises(kopf.AdmissionError, match="too many lookups") as caught:
+        await call(admission, pod(container(cpu="1")))
+    assert caught.value.code == 429
+    assert counted(metrics, "fail_open") == 0

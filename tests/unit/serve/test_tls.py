@@ -28,7 +28,7 @@ def test_server_context_refuses_tls_below_1_2(
     server = NodelimitsWebhookServer(
         state=ServingState(),
         metrics=Metrics(),
-        known_ids=frozenset({"pods"}),
+        handlers={},
         addr="127.0.0.1",
         port=0,
         certfile=str(certs.cert),
