@@ -145,18 +145,26 @@ async def test_certificate_rotation_under_load_fails_at_most_a_handful(
     items = await _generate(1000, seed=13)
     load = asyncio.create_task(_send(hook, certs, items, rate=125, concurrency=32))
     serials = []
+    probe_failures = 0  # a probe's handshake is one more client that a rotation may fail
     for _ in range(2):
         await asyncio.sleep(2.5)
         serial = await asyncio.to_thread(certs.rotate)
         deadline = time.monotonic() + 10
-        while await loadgen.served_serial_async("127.0.0.1", hook.port, certs.ca) != serial:
+        while True:
+            try:
+                served = await loadgen.served_serial_async("127.0.0.1", hook.port, certs.ca)
+            except OSError:
+                probe_failures += 1
+                served = None
+            if served == serial:
+                break
             assert time.monotonic() < deadline, "the rotated certificate is never served"
             await asyncio.sleep(0.05)
         serials.append(serial)
     results = await load
 
     failed = sum(n for k, n in results.items() if k != loadgen.OK)
-    assert failed <= ROTATION_FAILURES_ALLOWED, results
+    assert failed + probe_failures <= ROTATION_FAILURES_ALLOWED, (results, probe_failures)
     assert results[loadgen.OK] >= len(items) - ROTATION_FAILURES_ALLOWED
     assert loadgen.served_serial("127.0.0.1", hook.port, certs.ca) == serials[-1]
     assert _metric(hook, "nodelimits_tls_reloads_total") == reloads + 2
