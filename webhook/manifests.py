@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from webhook import bounds
 from webhook.core.workloads import InvalidObject, iter_objects
 
 __all__ = ["MANIFEST_SUFFIXES", "Document", "ManifestError", "expand_paths", "read_documents"]
@@ -23,7 +24,38 @@ MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 STDIN = "-"
 
 # libyaml's loader is an order of magnitude faster than the pure-Python one.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """The safe loader with YAML merge keys (``<<``) read as kubectl reads them, whatever
+    PyYAML is installed: keys of the mapping itself win over merged ones, and in
+    ``<<: [*a, *b]`` an earlier mapping wins over a later one (PyYAML 6.0.4 reversed that,
+    so ``check`` could read another annotation than the apiserver gets)."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        sources: list[list[tuple[yaml.Node, yaml.Node]]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.tag == "tag:yaml.org,2002:value":
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
+                continue
+            listed = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in listed:
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping for merging, but found {source.id}",
+                        source.start_mark,
+                    )
+                self.flatten_mapping(source)
+                sources.append(source.value)
+        # Constructing a mapping, a later pair overwrites an earlier one with the same key:
+        # the last merge source first and the first one last, then the mapping's own keys.
+        node.value = [pair for source in reversed(sources) for pair in source] + own
 
 
 class ManifestError(ValueError):
@@ -68,14 +100,62 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 
 
 def _read_text(source: str) -> str:
-    if source == STDIN:
-        return sys.stdin.read()
+    """The file (or stdin) as text: UTF-8, a leading BOM dropped (kubectl accepts one)."""
     try:
-        return Path(source).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ManifestError(f"{source}: not UTF-8 text") from None
+        raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
     except OSError as exc:
         raise ManifestError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{source}: not UTF-8 text") from None
+
+
+def _json_stream(source: str, text: str) -> Iterator[object]:
+    """The JSON values of a file, one after another as kubectl reads a stream of objects;
+    nesting bounded (:mod:`webhook.bounds`)."""
+    decoder = json.JSONDecoder()
+    at, end = 0, len(text)
+    while True:
+        while at < end and text[at] in " \t\r\n":
+            at += 1
+        if at == end:
+            return
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{source}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ManifestError(f"{source}: invalid JSON: {bounds.TooDeep()}") from None
+        try:
+            bounds.check_depth(value)
+        except bounds.TooDeep as exc:
+            raise ManifestError(f"{source}: invalid JSON: {exc}") from None
+        yield value
+
+
+_NESTING_EVENTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_END_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_yaml_depth(source: str, text: str) -> None:
+    """libyaml's loader recurses in C (100k nested ``[`` crashed the process), so nesting is
+    measured first from the event stream, which is read without recursion. Block nesting
+    needs indentation, so only flow brackets can nest deep in a small file: without many
+    of them there is nothing to measure."""
+    if text.count("[") + text.count("{") <= bounds.MAX_DEPTH:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Base):
+            if isinstance(event, _NESTING_EVENTS):
+                depth += 1
+                if depth > bounds.MAX_DEPTH:
+                    raise ManifestError(f"{source}: invalid YAML: {bounds.TooDeep()}")
+            elif isinstance(event, _END_EVENTS):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the loader reports it, with its position
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -95,11 +175,16 @@ def read_documents(source: str) -> Iterator[Document | ManifestError]:
         return
     if source.lower().endswith(".json"):
         try:
-            docs: Iterable[object] = [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            yield ManifestError(f"{source}: invalid JSON: {exc}")
+            docs: Iterable[object] = list(_json_stream(source, text))
+        except ManifestError as exc:
+            yield exc
             return
         yield from _objects(source, docs)
+        return
+    try:
+        _check_yaml_depth(source, text)
+    except ManifestError as exc:
+        yield exc
         return
     yield from _objects(source, yaml.load_all(text, Loader=_Loader))
 

@@ -318,3 +318,119 @@ def test_check_counts_gpus_asked_for_through_a_resource_claim_template(
     alone = check("-f", str(first), "--limits-file", str(limits_file))
     assert alone.exit_code == 2
     assert "ResourceClaimTemplate 'gpus-64' not found in the input files" in alone.output
+
+
+# --- hostile and unusual input (issue 12, findings 10 and 11) -----------------------------
+
+
+def _fits_and_big(tmp_path: Path) -> tuple[Path, Path]:
+    return (
+        write(tmp_path, "fits.yaml", pod(container(cpu="1"), name="fits")),
+        write(tmp_path, "big.yaml", pod(container(cpu="999"), name="big")),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        pytest.param("deep.json", b"[" * 100_000 + b"]" * 100_000, id="json-100k"),
+        pytest.param("deep.yaml", b"[" * 100_000 + b"]" * 100_000, id="yaml-flow-100k"),
+        pytest.param("deep129.json", b"[" * 129 + b"]" * 129, id="json-129"),
+        pytest.param("latin1.yaml", "kind: Pod\nmetadata: {name: caf\xe9}\n".encode("latin-1"),
+                     id="not-utf8"),
+    ],
+)  # fmt: skip
+def test_unreadable_files_are_an_error_exit_2_and_keep_the_other_verdicts(
+    tmp_path: Path, limits_file: Path, name: str, content: bytes
+) -> None:
+    """A 100k-deep file was a RecursionError traceback and exit 1 (libyaml: a crash),
+    dropping the verdicts of the other files."""
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    fits, big = _fits_and_big(tmp_path)
+    code, out = check_json("-f", str(fits), "-f", str(bad), "-f", str(big),
+                           "--limits-file", str(limits_file))  # fmt: skip
+    assert code == 2
+    assert [r["allowed"] for r in out["results"]] == [True, False]
+    assert out["summary"]["errors"] == 1
+
+
+def test_non_utf8_on_stdin_is_the_same_clean_error_as_by_path(limits_file: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["check", "-f", "-", "--limits-file", str(limits_file)], input=b"kind: Pod\n\xff\n"
+    )
+    assert result.exit_code == 2, result.output
+    assert "not UTF-8" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_json_stream_and_a_bom_are_read_as_kubectl_reads_them(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    stream = tmp_path / "stream.json"
+    docs = [pod(container(cpu="1"), name="a"), pod(container(cpu="999"), name="b")]
+    stream.write_bytes(b"\xef\xbb\xbf" + b"\n".join(json.dumps(d).encode() for d in docs))
+    code, out = check_json("-f", str(stream), "--limits-file", str(limits_file))
+    assert code == 1
+    assert [(r["name"], r["allowed"]) for r in out["results"]] == [("a", True), ("b", False)]
+
+
+MERGE = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: merged
+  labels: &small {nodelimits.io/resource-group: TeslaM40}
+  annotations:
+    <<: [*small, &large {nodelimits.io/resource-group: a800x8}]
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "100"}}}]
+"""
+
+
+def test_yaml_merge_keys_let_the_earlier_mapping_win_whatever_pyyaml_is_installed(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    """kubectl reads <<: [*small, *large] as TeslaM40 (40 cores): 100 cores are rejected.
+    PyYAML 6.0.4 lets the later mapping win (a800x8, 128 cores): allowed."""
+    path = tmp_path / "merge.yaml"
+    path.write_text(MERGE)
+    code, out = check_json("-f", str(path), "--limits-file", str(limits_file))
+    (result,) = out["results"]
+    assert result["resourceGroup"] == "TeslaM40"
+    assert code == 1
+
+
+@pytest.mark.parametrize("name", ["nvidia.com/GPU", "NVIDIA.com/gpu"])
+def test_card_resources_in_another_case_are_counted(
+    tmp_path: Path, limits_file: Path, name: str
+) -> None:
+    obj = pod(container(cpu="1"), name="gpus")
+    obj["spec"]["containers"][0]["resources"]["limits"] = {name: 8}
+    code, out = check_json("-f", str(write(tmp_path, "g.yaml", obj)), "--limits-file",
+                           str(limits_file))  # fmt: skip
+    assert code == 1
+    assert "8 > 2 cards" in out["results"][0]["violations"][0]["message"]
+
+
+def test_merge_key_verdict_holds_under_pyyaml_6_0_4_precedence(
+    tmp_path: Path, limits_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed PyYAML's own merge handling is not used: made last-wins (6.0.4's
+    behaviour) here, the verdict is the same."""
+
+    def last_wins(self: Any, node: Any) -> None:
+        merged, own = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                for source in getattr(value_node, "value", []):
+                    merged.extend(source.value)
+            else:
+                own.append((key_node, value_node))
+        node.value = merged + own
+
+    monkeypatch.setattr(yaml.constructor.SafeConstructor, "flatten_mapping", last_wins)
+    path = tmp_path / "merge.yaml"
+    path.write_text(MERGE)
+    _, out = check_json("-f", str(path), "--limits-file", str(limits_file))
+    assert out["results"][0]["resourceGroup"] == "TeslaM40"

@@ -67,7 +67,10 @@ class DeviceTable(tuple[AcceleratorRule, ...]):
         memo = self._memo
         if resource in memo:
             return memo[resource]
-        found = next((r for r in self if fnmatch.fnmatchcase(resource, r.pattern)), None)
+        # Case-insensitive: the apiserver accepts `nvidia.com/GPU: 8`, no node offers it, and
+        # it must not slip past a card rule into a non-counted glob (issue 12, finding 11).
+        folded = resource.lower()
+        found = next((r for r in self if fnmatch.fnmatchcase(folded, r.pattern.lower())), None)
         if len(memo) < _MEMO_BOUND:
             memo[resource] = found
         return found
