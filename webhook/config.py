@@ -202,15 +202,48 @@ CORE_KINDS = (
 )
 TABLE_KINDS = tuple(dict.fromkeys(f"{r.kind}.{r.group}" for r in BUILTIN_KINDS))
 """The kind table's kinds as ``admission.kinds`` names them: ``Kind.group``."""
+KindName = Literal[
+    "Pod",
+    "Job",
+    "CronJob",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "PodTemplate",
+    "Job.batch.volcano.sh",
+    "CronJob.batch.volcano.sh",
+    "PyTorchJob.kubeflow.org",
+    "TFJob.kubeflow.org",
+    "XGBoostJob.kubeflow.org",
+    "PaddleJob.kubeflow.org",
+    "JAXJob.kubeflow.org",
+    "MPIJob.kubeflow.org",
+    "JobSet.jobset.x-k8s.io",
+    "LeaderWorkerSet.leaderworkerset.x-k8s.io",
+    "RayCluster.ray.io",
+    "RayService.ray.io",
+    "RayJob.ray.io",
+    "Workflow.argoproj.io",
+    "WorkflowTemplate.argoproj.io",
+    "ClusterWorkflowTemplate.argoproj.io",
+    "CronWorkflow.argoproj.io",
+    "SparkApplication.sparkoperator.k8s.io",
+    "ScheduledSparkApplication.sparkoperator.k8s.io",
+    "TrainJob.trainer.kubeflow.org",
+]
+"""What ``admission.kinds`` may list: spelled out so the chart's schema can mirror it
+(tests/unit/test_config.py checks it against CORE_KINDS and the kind table)."""
 
 
 class AdmissionSettings(_Model):
     mode: EnforcementMode = EnforcementMode.DENY
     failure_mode: FailureMode = FailureMode.CLOSED
     kinds: Annotated[
-        tuple[str, ...],
+        tuple[KindName, ...],
         NoDecode,  # NODELIMITS_ADMISSION__KINDS=Pod,Job rather than a JSON list
-    ] = CORE_KINDS + TABLE_KINDS
+    ] = CORE_KINDS + TABLE_KINDS  # type: ignore[assignment]
     """Kinds with a handler; a kind not listed is allowed unchecked. Built-in kinds by
     name, the kind table's as ``Kind.group`` (``PyTorchJob.kubeflow.org``,
     ``Job.batch.volcano.sh``: not a ``Job``)."""
@@ -229,15 +262,30 @@ class AdmissionSettings(_Model):
                 raise ValueError(f"not a JSON list: {value!r}") from None
         return [k.strip() for k in value.split(",") if k.strip()]
 
-    @field_validator("kinds")
-    @classmethod
-    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [k for k in value if k not in CORE_KINDS and k not in TABLE_KINDS]
-        if unknown:
-            raise ValueError(
-                f"unknown kinds {unknown}; known: {', '.join(CORE_KINDS + TABLE_KINDS)}"
-            )
-        return value
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubernetesSettings(_Model):
+    """How the webhook reads the ResourceClaimTemplates/ResourceClaims a pod names (DRA)
+    from the apiserver. In a cluster nothing needs setting: the pod's service account."""
+
+    read_claims: bool = True
+    """False: claimed devices are not counted online (a warning says so)."""
+    api_url: str | None = None
+    """The apiserver; None: in-cluster (``KUBERNETES_SERVICE_HOST``/``_PORT``), and
+    claims are not read outside a cluster."""
+    token_file: Path | None = SERVICE_ACCOUNT / "token"
+    """Bearer token, re-read as the kubelet rotates it; ignored when the file is absent."""
+    ca_file: Path | None = SERVICE_ACCOUNT / "ca.crt"
+    client_cert_file: Path | None = None
+    """A client certificate instead of a token (development, tests)."""
+    client_key_file: Path | None = None
+    request_timeout: Seconds = 1.0
+    """One lookup; the review's own budget bounds them all."""
+    claims_ttl: Seconds = 30.0
+    """How long a claim read is reused (a missing one: at most 5 s)."""
+    max_cached_claims: Annotated[int, Field(ge=1)] = 10_000
 
 
 class Settings(BaseSettings):
@@ -257,6 +305,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     server: ServerSettings = ServerSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

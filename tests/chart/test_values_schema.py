@@ -32,6 +32,7 @@ CHART_MANAGED = {
 
 FREE_FORM = {
     "global",  # Helm's own
+    "config.policy.workload_kinds[]",  # kind-table rows: validated by the server at start
     "affinity.nodeAffinity",  # Kubernetes passthroughs, checked by the apiserver
     "affinity.podAffinity",
     "affinity.podAntiAffinity",

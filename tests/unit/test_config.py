@@ -120,3 +120,16 @@ def test_cli_prints_one_error_line_per_problem_and_exits_2(monkeypatch: pytest.M
     assert result.exit_code == 2
     assert result.stderr.startswith("error: NODELIMITS_CACHE__TTL: ")
     assert "Traceback" not in result.output
+
+
+def test_kind_names_are_the_core_kinds_and_the_kind_table() -> None:
+    """admission.kinds' Literal is spelled out; it must stay the kinds that have handlers."""
+    from typing import get_args
+
+    from webhook.config import CORE_KINDS, TABLE_KINDS, KindName
+    from webhook.serve.handlers import HANDLERS
+
+    assert get_args(KindName) == CORE_KINDS + TABLE_KINDS
+    assert {h.kind for h in HANDLERS} == set(CORE_KINDS) | set(TABLE_KINDS)
+    with pytest.raises(ConfigError, match="ADMISSION__KINDS"):
+        load_settings(admission={"kinds": ["Job.batch.example.com"]})
