@@ -113,6 +113,8 @@ def place(
             if mins[i] > 0:
                 return Placement(False, "counting", pods, per_node=0)
             caps[i] = 0
+    if need_total <= nodes:  # every pod fits a node alone: one per node
+        return Placement(True, "counting", pods)
     if len(demands) == 1:
         k = alone[0]
         return Placement(need_total <= k * nodes, "counting", pods, per_node=k)
