@@ -42,7 +42,7 @@ from webhook.platform.errors import (
     PlatformUnavailable,
 )
 from webhook.platform.models import ErrorCode
-from webhook.review import review_workload
+from webhook.review import ClaimSource, review_workload
 from webhook.serve.handlers import HANDLERS, HandlerSpec
 
 __all__ = [
@@ -123,6 +123,8 @@ class Admission:
     settings: Settings
     limits: LimitsCache
     metrics: Metrics
+    claims: ClaimSource | None = None
+    """Where the resource claims a checked pod names are read (DRA); None: not read."""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(DECISION_LOGGER))
     clock: Callable[[], float] = time.perf_counter
     # Metric children by label values: prometheus_client's .labels() costs ~5 us a call.
@@ -211,7 +213,9 @@ class Admission:
                     log[LogKey.SKIPPED] = "unchanged pods"
                     return Outcome.SKIP, None
             async with asyncio.timeout(self.budget):
-                reviewed = await review_workload(workload, self.settings.policy, self.limits)
+                reviewed = await review_workload(
+                    workload, self.settings.policy, self.limits, self.claims
+                )
         except (workloads.InvalidObject, InvalidQuantity) as exc:
             log[LogKey.ERROR] = str(exc)
             self.metrics.admission_errors.labels(reason="invalid_object").inc()

@@ -24,6 +24,7 @@ import kopf
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.config import Settings
+from webhook.kube import claim_source
 from webhook.metrics import Metrics
 from webhook.platform import build_limits_cache
 from webhook.serve.admission import DECISION_LOGGER, HANDLERS, Admission, register
@@ -151,7 +152,8 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
     log.info("probes and metrics on http://%s:%s", s.metrics_host, s.metrics_port)
     try:
         async with build_limits_cache(settings, metrics) as cache:
-            admission = Admission(settings, cache, metrics)
+            claims = claim_source(settings.kubernetes)
+            admission = Admission(settings, cache, metrics, claims)
             registry = SmartOperatorRegistry()  # with kopf's default login handlers
             registered = register(registry, admission)
             log.info("webhooks: %s", ", ".join(h.path for h in registered))
@@ -169,7 +171,11 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
                 stop_flag=stop,
             )
             _install_shutdown(state, stop, settings)
-            await kopf.run_tasks(tasks, ignored=existing)
+            try:
+                await kopf.run_tasks(tasks, ignored=existing)
+            finally:
+                if claims is not None:
+                    await claims.close()
     finally:
         await probes.cleanup()
 

@@ -1,0 +1,158 @@
+"""Reading a pod's ResourceClaimTemplates/ResourceClaims from the apiserver (DRA), cached.
+
+The webhook's one read of Kubernetes: ``GET`` of the claims a checked pod names, in its
+namespace (RBAC: ``get`` on ``resourceclaimtemplates`` and ``resourceclaims`` of
+``resource.k8s.io``, nothing else). Each answer is reused for ``kubernetes.claims_ttl``
+(a 404 for at most 5 s, so a template created right after its Job is seen soon), in a
+bounded cache. The review's own time budget bounds every lookup (the caller's
+``asyncio.timeout``); a failed lookup raises :class:`ClaimsUnavailable`, a
+:class:`~webhook.platform.errors.PlatformUnavailable`, so the configured failure mode
+decides, as for a platform outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from webhook.config import KubernetesSettings
+from webhook.core import dra
+from webhook.platform.errors import PlatformUnavailable
+
+__all__ = ["ApiserverClaims", "ClaimsUnavailable", "claim_source"]
+
+_PLURAL = {dra.TEMPLATE: "resourceclaimtemplates", dra.CLAIM: "resourceclaims"}
+_MISSING_TTL = 5.0
+_MAX_BODY = 1 << 20  # a claim is small; anything larger is not one
+_Entry = tuple[float, Mapping[str, Any] | None]
+
+
+class ClaimsUnavailable(PlatformUnavailable):
+    """The apiserver did not answer a claim lookup (network, timeout, 5xx, 401/403)."""
+
+
+def _in_cluster_url() -> str | None:
+    host, port = (
+        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        os.environ.get("KUBERNETES_SERVICE_PORT"),
+    )
+    if not host or not port:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}:{port}"
+
+
+class ApiserverClaims:
+    """A :class:`webhook.review.ClaimSource` over the apiserver."""
+
+    def __init__(
+        self,
+        settings: KubernetesSettings,
+        base_url: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self._clock = clock
+        self._cache: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            s = self.settings
+            ca = str(s.ca_file) if s.ca_file and s.ca_file.exists() else None
+            context = ssl.create_default_context(cafile=ca)
+            if s.client_cert_file:
+                key = str(s.client_key_file) if s.client_key_file else None
+                context.load_cert_chain(str(s.client_cert_file), key)
+            self._ssl = context
+        return self._ssl
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token_file = self.settings.token_file
+        if token_file is not None and not self.settings.client_cert_file:
+            try:  # re-read: the kubelet rotates projected tokens
+                token = token_file.read_text().strip()
+            except OSError:
+                token = ""
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _get(self, namespace: str, ref: dra.ClaimRef) -> Mapping[str, Any] | None:
+        key = (namespace, ref.kind, ref.name)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(key)
+            return cached[1]
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        url = (
+            f"{self.base_url}/apis/resource.k8s.io/v1/namespaces/{quote(namespace, safe='')}"
+            f"/{_PLURAL[ref.kind]}/{quote(ref.name, safe='')}"
+        )
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
+        try:
+            async with self._session.get(
+                url, headers=self._headers(), ssl=self._context(), timeout=timeout
+            ) as response:
+                status = response.status
+                body = await response.content.read(_MAX_BODY + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            raise ClaimsUnavailable(
+                f"cannot read {ref.kind} {namespace}/{ref.name} from the apiserver: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if status == 404:
+            value: Mapping[str, Any] | None = None
+            ttl = min(_MISSING_TTL, self.settings.claims_ttl)
+        elif status == 200 and len(body) <= _MAX_BODY:
+            try:
+                decoded = json.loads(body)
+            except ValueError as exc:
+                raise ClaimsUnavailable(f"{ref.kind} {ref.name}: not JSON") from exc
+            if not isinstance(decoded, dict):
+                raise ClaimsUnavailable(f"{ref.kind} {ref.name}: not an object")
+            value, ttl = decoded, self.settings.claims_ttl
+        else:
+            hint = " (RBAC: get on resource.k8s.io claims?)" if status in (401, 403) else ""
+            raise ClaimsUnavailable(
+                f"cannot read {ref.kind} {namespace}/{ref.name}: HTTP {status}{hint}"
+            )
+        self._cache[key] = (now + ttl, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.settings.max_cached_claims:
+            self._cache.popitem(last=False)
+        return value
+
+    async def claims(self, namespace: str, refs: tuple[dra.ClaimRef, ...]) -> dra.Claims:
+        unique = list(dict.fromkeys(refs))
+        read = await asyncio.gather(*(self._get(namespace, ref) for ref in unique))
+        found = {ref.key: obj for ref, obj in zip(unique, read, strict=True) if obj is not None}
+        missing = frozenset(ref.key for ref, obj in zip(unique, read, strict=True) if obj is None)
+        return dra.Claims(found=found, missing=missing)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def claim_source(settings: KubernetesSettings) -> ApiserverClaims | None:
+    """The apiserver claim source the settings ask for; None outside a cluster without
+    ``api_url``, or with ``read_claims: false``."""
+    if not settings.read_claims:
+        return None
+    url = settings.api_url or _in_cluster_url()
+    return ApiserverClaims(settings, url) if url else None
