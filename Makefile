@@ -34,6 +34,14 @@ lock: install  ## upgrade requirements.lock on purpose (LOCK_ARGS='--upgrade-pac
 	  --extra fast --all-build-deps --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-find-links --no-emit-index-url --output-file $(IMAGE_REQS) pyproject.toml
 
+IMAGE_ARGS ?=
+image: install  ## build the image from the work tree with podman (no Docker engine; docs/install.md)
+	$(PYTHON) -m tools.release image $(IMAGE_ARGS)
+
+RELEASE_ARGS ?=
+release: install  ## HEAD end to end: image, loopback OCI registry, chart push, helm install oci:// (RELEASE_ARGS='--registry HOST:PORT')
+	@$(PYTHON) -m tools.release release $(RELEASE_ARGS)
+
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(PYTHON) -m ruff check webhook devtools tests bench tools
 	$(PYTHON) -m ruff format --check webhook devtools tests bench tools

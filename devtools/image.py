@@ -185,13 +185,13 @@ def ensure_base(podman: Podman, log: Any = None) -> str:
     return built
 
 
-def wheelhouse(log: Any = None) -> Path:
+def wheelhouse(log: Any = None, reqs: Path = IMAGE_REQS) -> Path:
     """The wheels of requirements.image.txt, hash-checked, for a build without an index.
 
     Downloaded for this host's platform, which is the image's (Linux, CPython 3.11, glibc
     2.36 on bookworm); the release workflow builds other architectures from the index.
     """
-    digest = hashlib.sha256(IMAGE_REQS.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(reqs.read_bytes()).hexdigest()[:16]
     out = cache_dir() / "wheelhouse" / digest
     if (out / ".complete").exists():
         return out
@@ -214,7 +214,7 @@ def wheelhouse(log: Any = None) -> Path:
             "--dest",
             str(partial),
             "-r",
-            str(IMAGE_REQS),
+            str(reqs),
         ],
         capture_output=True,
         text=True,
@@ -248,22 +248,27 @@ def build_image(
     version: str | None = None,
     revision: str | None = None,
     podman: Podman | None = None,
+    context: Path = ROOT,
     log: Any = None,
 ) -> Built:
-    """``podman build`` of the Dockerfile as it is, with the locked wheels mounted."""
+    """``podman build`` of the Dockerfile as it is, with the locked wheels mounted.
+
+    ``context``: the work tree by default (tests); a release builds from an export of the
+    commit (``git archive``), so what is uncommitted never ships.
+    """
     podman = podman or Podman.default()
     version = version or project_version()
     revision = revision or git_revision()
     ref = tag or f"{IMAGE_NAME}:{version}"
     base = ensure_base(podman, log)
-    wheels = wheelhouse(log)
+    wheels = wheelhouse(log, context / "requirements.image.txt")
     _say(log, f"podman build -t {ref} (base {base}, wheels {wheels})")
     podman.run(
         "build",
         "--layers",
         "--pull=never",
         "--file",
-        str(DOCKERFILE),
+        str(context / "Dockerfile"),
         "--tag",
         ref,
         "--build-arg",
@@ -274,7 +279,7 @@ def build_image(
         "WHEELS=/wheels",
         "--volume",
         f"{wheels}:/wheels:ro",
-        str(ROOT),
+        str(context),
         timeout=BUILD_TIMEOUT,
     )
     image_id = podman.inspect(ref)["Id"]

@@ -58,6 +58,7 @@ class Registry:
             },
             "http": {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}},
         }
+        self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "config.yml"
         path.write_text(yaml.safe_dump(config))
         with self.log.open("wb") as out:
