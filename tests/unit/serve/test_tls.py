@@ -37,3 +37,26 @@ def test_server_context_refuses_tls_below_1_2(
     _, context = server._build_ssl()
     assert context is not None
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_each_tls_connection_holds_a_small_read_buffer(tmp_path: Path) -> None:
+    """asyncio zero-fills 256 KiB per TLS connection: 1,000 slow connections were ~280 MB,
+    over the chart's 256Mi limit (issue 12, finding 6). The listener lowers it."""
+    import asyncio.sslproto
+
+    from webhook.serve.tls import TLS_READ_BUFFER
+
+    certs = make_ca_and_cert(tmp_path)
+    NodelimitsWebhookServer(state=ServingState(), metrics=Metrics(), handlers={},
+                            certfile=str(certs.cert), pkeyfile=str(certs.key))  # fmt: skip
+    assert asyncio.sslproto.SSLProtocol.max_size <= TLS_READ_BUFFER
+
+
+def test_a_configured_client_ca_requires_client_certificates(tmp_path: Path) -> None:
+    certs = make_ca_and_cert(tmp_path)
+    server = NodelimitsWebhookServer(state=ServingState(), metrics=Metrics(), handlers={},
+                                     certfile=str(certs.cert), pkeyfile=str(certs.key),
+                                     verify_cafile=str(certs.ca))  # fmt: skip
+    _, context = server._build_ssl()
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED
