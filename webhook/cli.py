@@ -202,6 +202,7 @@ def serve(
     from webhook.platform.static import LimitsFileError
     from webhook.serve.process import configure_logging
     from webhook.serve.process import serve as run_server
+    from webhook.serve.selfcerts import SyncError, serve_with_certificates
 
     server: dict[str, object] = {}
     if port is not None:
@@ -213,13 +214,15 @@ def serve(
     settings = settings_from(config, server=server) if server else settings_from(config)
     configure_logging(settings)
     for path in (settings.server.cert_file, settings.server.key_file):
-        if not path.is_file():
+        if not path.is_file() and not settings.certificates.self_managed:
             fail(f"serving certificate file not found: {path} (server.cert_file/key_file)")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_server(settings))
+            runner.run(serve_with_certificates(settings, run_server))
     except LimitsFileError as exc:
         fail(str(exc).splitlines()[0])
+    except SyncError as exc:
+        fail(f"cannot serve: {exc}")
     except OSError as exc:
         fail(f"cannot serve: {exc}")
 

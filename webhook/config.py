@@ -42,6 +42,7 @@ __all__ = [
     "AcceleratorRule",
     "AdmissionSettings",
     "CacheSettings",
+    "CertificateSettings",
     "ConfigError",
     "DeviceCount",
     "EnforcementMode",
@@ -288,6 +289,56 @@ class KubernetesSettings(_Model):
     max_cached_claims: Annotated[int, Field(ge=1)] = 10_000
 
 
+class CertificateSettings(_Model):
+    """Self-managed serving certificates (the chart's default, ``certificates.mode:
+    selfManaged``): the server keeps a CA and its serving certificate in one Secret, renews
+    them before they expire, writes them to ``server.cert_file``/``key_file`` (which the
+    TLS listener reloads) and keeps the caBundle of its ValidatingWebhookConfiguration.
+    Several replicas: whoever updates the Secret first wins (resourceVersion), the others
+    use what it wrote (webhook/serve/selfcerts.py)."""
+
+    self_managed: bool = False
+    namespace: str | None = None
+    """Where the Secret is; None: the service account's namespace."""
+    secret_name: str = "nodelimits-certs"  # noqa: S105 - a Secret's name, not a secret
+    webhook_configuration: str | None = None
+    """The ValidatingWebhookConfiguration whose caBundle is kept; None: none."""
+    hosts: tuple[str, ...] = ()
+    """The serving certificate's subjectAltNames (DNS names or IP addresses)."""
+    duration: Seconds = 90 * 86400.0
+    renew_before: Seconds = 30 * 86400.0
+    ca_duration: Seconds = 5 * 365 * 86400.0
+    ca_renew_before: Seconds = 365 * 86400.0
+    """A new CA joins the caBundle this long before the old one expires."""
+    propagation: Seconds = 600.0
+    """A new CA is trusted (in the caBundle) this long before it signs the serving
+    certificate; the old one stays trusted until it expires."""
+    check_interval: Seconds = 60.0
+    startup_timeout: Seconds = 60.0
+    """How long the first sync may take before ``serve`` gives up (no certificate)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CertificateSettings:
+        if self.self_managed and not self.hosts:
+            raise ValueError("certificates.hosts: at least one name for the certificate")
+        if self.renew_before >= self.duration:
+            raise ValueError(
+                f"certificates.renew_before ({self.renew_before:g}s) must be below "
+                f"duration ({self.duration:g}s)"
+            )
+        if self.ca_renew_before >= self.ca_duration:
+            raise ValueError(
+                f"certificates.ca_renew_before ({self.ca_renew_before:g}s) must be below "
+                f"ca_duration ({self.ca_duration:g}s)"
+            )
+        if self.ca_renew_before <= self.renew_before + self.propagation:
+            raise ValueError(
+                "certificates.ca_renew_before must exceed renew_before + propagation: the "
+                "new CA must sign a serving certificate before the old CA's last one is due"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """All of nodelimits' settings."""
 
@@ -306,6 +357,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     admission: AdmissionSettings = AdmissionSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    certificates: CertificateSettings = CertificateSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -126,6 +126,19 @@ class Metrics:
             "Times changed certificate files could not be loaded (the old one kept serving).",
             registry=r,
         )
+        self.cert_expiry = Gauge(
+            "nodelimits_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate in server.cert_file expires "
+            "(0: unreadable).",
+            registry=r,
+        )
+        self.cert_syncs = Counter(
+            "nodelimits_tls_certificate_sync_total",
+            "Self-managed certificate syncs with the Secret: ok (nothing to do), issued "
+            "(this replica wrote new material), conflict (another replica wrote first), error.",
+            ["outcome"],
+            registry=r,
+        )
         self.connections_refused = Counter(
             "nodelimits_webhook_connections_refused_total",
             "Connections closed on arrival: server.max_connections(_per_client) were open.",
