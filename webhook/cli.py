@@ -1,4 +1,4 @@
-"""The ``nodelimits`` command: serve | check | limits | simulate.
+"""The ``nodelimits`` command: serve | check | audit | limits | simulate.
 
 This is the only place that maps exceptions to exit codes: 0 = every checked object
 fits, 1 = at least one rejected, 2 = usage, input, configuration or platform error.
@@ -171,6 +171,13 @@ def check(
         sys.exit(EXIT_ERROR)
     except PlatformError as exc:
         fail(f"platform: {exc}")
+
+
+# --- audit (webhook/audit/command.py) ------------------------------------------------------
+
+from webhook.audit.command import audit  # noqa: E402 - after the helpers it imports lazily
+
+main.add_command(audit)
 
 
 # --- serve ------------------------------------------------------------------------------

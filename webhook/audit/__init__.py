@@ -1,0 +1,6 @@
+"""``nodelimits audit``: judge what the cluster already holds, as ``check`` judges files.
+
+- :mod:`webhook.audit.cluster`: discovery and paged lists through the ``kubernetes`` client
+- :mod:`webhook.audit.scan`: one audit, each object through :func:`webhook.review.review`
+- :mod:`webhook.audit.reports`: table/JSON/YAML and PolicyReports (wgpolicyk8s.io/v1alpha2)
+"""

@@ -1,0 +1,155 @@
+"""The ``nodelimits audit`` command (added to :data:`webhook.cli.main`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["audit"]
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _kinds(values: tuple[str, ...]) -> list[str] | None:
+    names = [k.strip() for v in values for k in v.split(",") if k.strip()]
+    return names or None
+
+
+@click.command("audit", context_settings=_CONTEXT)
+@click.option(
+    "--limits-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Per-node limits of the resource groups (YAML or JSON).",
+)
+@click.option("--live", is_flag=True, help="Read the limits from the platform's Open API.")
+@click.option("-n", "--namespace", metavar="NS", help="Only this namespace (default: all).")
+@click.option("-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's -l.")
+@click.option(
+    "--kinds",
+    "kinds",
+    multiple=True,
+    metavar="KIND[,KIND]",
+    help="Only these kinds, named as admission.kinds names them (Pod, Job, "
+    "PyTorchJob.kubeflow.org, ...). Repeatable. Default: every kind nodelimits reads.",
+)
+@click.option(
+    "--resource-group",
+    metavar="GROUP",
+    help="Check objects without the resource-group annotation against GROUP.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_format",
+    type=click.Choice(["table", "json", "yaml", "policyreport"]),
+    default="table",
+    show_default=True,
+    help="policyreport: a List of wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Objects per list page (limit/continue).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Default: $KUBECONFIG, ~/.kube/config, else in-cluster credentials.",
+)
+@click.option("--context", "kube_context", metavar="NAME", help="kubeconfig context.")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="NODELIMITS_CONFIG_FILE",
+    help="YAML settings file (same keys as the NODELIMITS_* environment).",
+)
+def audit(
+    limits_file: Path | None,
+    live: bool,
+    namespace: str | None,
+    selector: str | None,
+    kinds: tuple[str, ...],
+    resource_group: str | None,
+    output_format: str,
+    chunk_size: int,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    config: Path | None,
+) -> None:
+    """Audit what the cluster already runs: would nodelimits admit it today?
+
+    Reads every kind nodelimits checks (the core kinds, running Pods, and the kind table's
+    kinds whose CRD is installed) and judges each object as `nodelimits check` does.
+
+    \b
+    Examples:
+      nodelimits audit --live
+      nodelimits audit --limits-file limits.yaml -n team-a --kinds Job,PyTorchJob.kubeflow.org
+      nodelimits audit --live -o policyreport | kubectl apply -f -
+
+    \b
+    Exit status:
+      0  every checked object fits
+      1  at least one object is rejected
+      2  usage, configuration, platform or cluster error (an object or kind not judged)
+    """
+    from webhook.audit.cluster import KubeCluster
+    from webhook.audit.reports import render
+    from webhook.audit.scan import candidate_targets, run_audit
+    from webhook.cli import EXIT_ERROR, fail, settings_from
+    from webhook.metrics import Metrics
+    from webhook.platform import build_limits_cache
+    from webhook.platform.errors import PlatformError
+    from webhook.platform.static import LimitsFileError
+
+    if live == (limits_file is not None):
+        fail("give exactly one of --limits-file FILE or --live")
+    settings = settings_from(config)
+    if limits_file is not None:
+        platform = settings.platform.model_copy(update={"limits_file": limits_file})
+        settings = settings.model_copy(update={"platform": platform})
+    policy_settings = settings.policy
+    if resource_group is not None:
+        policy_settings = policy_settings.model_copy(update={"default_group": resource_group})
+    try:
+        targets = candidate_targets(policy_settings, _kinds(kinds))
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        cluster = KubeCluster(kubeconfig, kube_context)
+    except Exception as exc:  # the client's ConfigException and file errors
+        fail(f"cannot reach the cluster: {exc}")
+
+    async def run() -> int:
+        async with build_limits_cache(settings, Metrics()) as cache:
+            report = await run_audit(
+                cluster,
+                policy_settings,
+                cache,
+                targets=targets,
+                namespace=namespace,
+                selector=selector,
+                chunk_size=chunk_size,
+            )
+        click.echo(render(report, output_format), nl=False)
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        return report.exit_code
+
+    try:
+        code = asyncio.run(run())
+    except LimitsFileError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
+        code = EXIT_ERROR
+    except PlatformError as exc:
+        cluster.close()
+        fail(f"platform: {exc}")
+    cluster.close()
+    sys.exit(code)
