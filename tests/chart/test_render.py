@@ -239,15 +239,35 @@ def test_service_maps_443_to_the_configured_webhook_port(case: tuple[dict, Rende
         assert container_ports["metrics"] == rendered.config["server"]["metrics_port"]
 
 
-def test_no_role_or_binding_is_rendered(case: tuple[dict, Rendered]) -> None:
-    _, rendered = case
-    assert not rendered.kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+def test_the_claims_role_grants_get_on_resource_claims_only(case: tuple[dict, Rendered]) -> None:
+    """Issue 11: the webhook reads the claims a pod names (DRA), and nothing else with it."""
+    values, rendered = case
+    roles = [
+        o
+        for o in rendered.objects
+        if o["kind"] in CLUSTER_SCOPED_RBAC and o["metadata"]["name"].endswith("-claims")
+    ]
+    if values.get("webhook", {}).get("url"):
+        assert not roles  # out-of-cluster server: no service account of ours runs it
+        return
+    assert [r["kind"] for r in roles] == ["ClusterRole", "ClusterRoleBinding"]
+    assert roles[0]["rules"] == [
+        {
+            "apiGroups": ["resource.k8s.io"],
+            "resources": ["resourceclaimtemplates", "resourceclaims"],
+            "verbs": ["get"],
+        }
+    ]
+    assert roles[1]["roleRef"]["name"] == roles[0]["metadata"]["name"]
+
+
+CLUSTER_SCOPED_RBAC = ("ClusterRole", "ClusterRoleBinding")
 
 
 def test_release_name_is_used_for_every_namespaced_object(case: tuple[dict, Rendered]) -> None:
     values, rendered = case
     for obj in rendered.objects:
-        if obj["kind"] != "ValidatingWebhookConfiguration":
+        if obj["kind"] not in ("ValidatingWebhookConfiguration", *CLUSTER_SCOPED_RBAC):
             assert obj["metadata"]["namespace"] == NAMESPACE
         prefix = values.get("fullnameOverride") or f"{RELEASE}-nodelimits"
         assert obj["metadata"]["name"].startswith(prefix)
