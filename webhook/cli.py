@@ -175,9 +175,10 @@ def check(
 
 # --- audit (webhook/audit/command.py) ------------------------------------------------------
 
-from webhook.audit.command import audit  # noqa: E402 - after the helpers it imports lazily
+from webhook.audit.command import audit, audit_controller  # noqa: E402 - after the helpers
 
 main.add_command(audit)
+main.add_command(audit_controller)
 
 
 # --- serve ------------------------------------------------------------------------------

@@ -161,3 +161,49 @@ class Metrics:
             "Per-object memos kopf retains (0 with EphemeralMemories: nothing frees them).",
             registry=r,
         )
+        # The continuous audit (nodelimits audit-controller, issue 16): gauges of the last run.
+        self.audit_violations = Gauge(
+            "nodelimits_audit_violations",
+            "Violations the last audit found, by resource group (the platform's), kind and "
+            "resource.",
+            ["group", "kind", "resource"],
+            registry=r,
+        )
+        self.audit_last_run = Gauge(
+            "nodelimits_audit_last_run_timestamp_seconds",
+            "Unix time at which the last audit finished.",
+            registry=r,
+        )
+        self.audit_duration = Gauge(
+            "nodelimits_audit_duration_seconds",
+            "Duration of the last audit.",
+            registry=r,
+        )
+        self.audit_scanned = Gauge(
+            "nodelimits_audit_objects_scanned",
+            "Objects the last audit read, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.audit_errors = Gauge(
+            "nodelimits_audit_errors",
+            "Objects or kinds the last audit could not judge.",
+            registry=r,
+        )
+        self.audit_leader = Gauge(
+            "nodelimits_audit_leader",
+            "1 while this replica holds the audit Lease (only the leader audits and writes).",
+            registry=r,
+        )
+        self.audit_runs = Counter(
+            "nodelimits_audit_runs_total",
+            "Audits run, by trigger: interval, limits (a seen group's limits changed), start.",
+            ["trigger"],
+            registry=r,
+        )
+        self.audit_report_writes = Counter(
+            "nodelimits_audit_report_writes_total",
+            "PolicyReport writes, by operation: create, replace, delete.",
+            ["operation"],
+            registry=r,
+        )

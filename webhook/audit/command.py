@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["audit"]
+__all__ = ["audit", "audit_controller"]
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -153,3 +153,140 @@ def audit(
         fail(f"platform: {exc}")
     cluster.close()
     sys.exit(code)
+
+
+@click.command("audit-controller", context_settings=_CONTEXT)
+@click.option("--limits-file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--live", is_flag=True, help="Read the limits from the platform's Open API.")
+@click.option("-n", "--namespace", metavar="NS", help="Only this namespace (default: all).")
+@click.option("-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's -l.")
+@click.option("--kinds", "kinds", multiple=True, metavar="KIND[,KIND]", help="As audit's.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(1),
+    default=300.0,
+    show_default=True,
+    help="Seconds between audits (sooner when a seen group's limits change).",
+)
+@click.option(
+    "--limits-poll",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between reads of the limits the last audit used (through the cache, "
+    "so a change shows after at most cache.ttl more).",
+)
+@click.option("--lease-name", default="nodelimits-audit", show_default=True)
+@click.option(
+    "--lease-namespace",
+    envvar="POD_NAMESPACE",
+    required=True,
+    help="Namespace of the Lease (default: $POD_NAMESPACE).",
+)
+@click.option(
+    "--identity", envvar="POD_NAME", required=True, help="This replica (default: $POD_NAME)."
+)
+@click.option("--lease-duration", type=click.FloatRange(1), default=15.0, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--metrics-address", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--chunk-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--context", "kube_context", metavar="NAME")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="NODELIMITS_CONFIG_FILE",
+    help="YAML settings file (same keys as the NODELIMITS_* environment).",
+)
+def audit_controller(
+    limits_file: Path | None,
+    live: bool,
+    namespace: str | None,
+    selector: str | None,
+    kinds: tuple[str, ...],
+    interval: float,
+    limits_poll: float,
+    lease_name: str,
+    lease_namespace: str,
+    identity: str,
+    lease_duration: float,
+    metrics_port: int,
+    metrics_address: str,
+    chunk_size: int,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    config: Path | None,
+) -> None:
+    """Audit continuously and write PolicyReports (wgpolicyk8s.io/v1alpha2), one per
+    namespace; one replica writes, elected through a coordination.k8s.io Lease.
+
+    Audits on becoming the leader, every --interval seconds, and as soon as the limits of a
+    (group, type) the last audit used change. Metrics nodelimits_audit_* on
+    http://--metrics-address:--metrics-port/metrics.
+    """
+    import logging
+    import signal
+
+    import aiohttp.web
+
+    from webhook.audit.cluster import KubeCluster
+    from webhook.audit.controller import AuditController, ControllerOptions, metrics_app
+    from webhook.audit.scan import candidate_targets
+    from webhook.cli import fail, settings_from
+    from webhook.metrics import Metrics
+    from webhook.platform import build_limits_cache
+
+    if live == (limits_file is not None):
+        fail("give exactly one of --limits-file FILE or --live")
+    settings = settings_from(config)
+    if limits_file is not None:
+        platform = settings.platform.model_copy(update={"limits_file": limits_file})
+        settings = settings.model_copy(update={"platform": platform})
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        targets = candidate_targets(settings.policy, _kinds(kinds))
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        cluster = KubeCluster(kubeconfig, kube_context)
+    except Exception as exc:  # the client's ConfigException and file errors
+        fail(f"cannot reach the cluster: {exc}")
+    options = ControllerOptions(
+        identity=identity,
+        lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        lease_duration=lease_duration,
+        interval=interval,
+        limits_poll=limits_poll,
+        namespace=namespace,
+        selector=selector,
+        chunk_size=chunk_size,
+    )
+    metrics = Metrics()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = aiohttp.web.AppRunner(metrics_app(metrics), access_log=None)
+        await runner.setup()
+        await aiohttp.web.TCPSite(runner, metrics_address, metrics_port).start()
+        logging.getLogger("nodelimits.audit").info(
+            "audit-controller %s: metrics on %s:%d", identity, metrics_address, metrics_port
+        )
+        try:
+            async with build_limits_cache(settings, metrics) as cache:
+                controller = AuditController(cluster, settings.policy, cache, metrics, options,
+                                             targets)  # fmt: skip
+                await controller.run(stop)
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    finally:
+        cluster.close()
