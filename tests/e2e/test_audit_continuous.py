@@ -1,0 +1,253 @@
+"""``nodelimits audit-controller`` on the real control plane with the simulator (issue 16,
+part 2): two replicas, one Lease, PolicyReports that follow the platform's limits.
+
+Workloads that fit a800x8 are reported as passes; the simulator lowers nvLimits 4 -> 2 and,
+long before the (600 s) interval, the report fails exactly the three 4-card objects (the
+limits change is what triggered it: the leader's runs_total{trigger="limits"}); restored,
+the fails clear. The replica without the lease never writes (its metrics, the report's
+managedFields); killed, the leader's lease expires and the other replica takes over.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.controlplane import ControlPlane, free_port
+from devtools.stack import CHART, SIM_ACCOUNT, Process, SimulatorProcess
+from tests.e2e.test_audit import A800, create, set_cards, workloads
+
+CRDS = CHART / "files" / "policyreport-crds.yaml"
+INTERVAL = 600  # far beyond every wait below: a change seen sooner came from the limits
+WAIT = 90.0
+LEASE_SECONDS = 4
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
+    sim = SimulatorProcess(tmp_path_factory.mktemp("audit-c-sim"), {"resourceGroups": [A800]})
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorProcess) -> Path:
+    workdir = tmp_path_factory.mktemp("audit-c-config")
+    secrets = workdir / "credentials"
+    secrets.mkdir()
+    for name, value in SIM_ACCOUNT.items():
+        (secrets / name).write_text(value)
+    config = {
+        "platform": {
+            "base_url": simulator.url,
+            "center_url": simulator.url,
+            "aksk_url": simulator.url,
+            "token_source": "aksk",
+            "secret_dir": str(secrets),
+            "cluster_id": "11112",
+        },
+        "cache": {"ttl": 1.0},
+        "log_level": "INFO",
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_crds(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", str(CRDS))
+    for name in ("policyreports", "clusterpolicyreports"):
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}.wgpolicyk8s.io", "--timeout=30s"
+        )
+
+
+class Replica:
+    def __init__(
+        self, plane: ControlPlane, config: Path, namespace: str, identity: str, workdir: Path
+    ) -> None:
+        self.identity = identity
+        self.port = free_port()
+        env = plane.env()
+        env["NODELIMITS_CONFIG_FILE"] = str(config)
+        argv = [
+            sys.executable, "-m", "webhook", "audit-controller", "--live", "-n", namespace,
+            "--interval", str(INTERVAL), "--limits-poll", "1", "--lease-namespace", namespace,
+            "--identity", identity, "--lease-duration", str(LEASE_SECONDS),
+            "--metrics-address", "127.0.0.1", "--metrics-port", str(self.port),
+        ]  # fmt: skip
+        self.process = Process(identity, argv, workdir / f"{identity}.log", env)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def kill(self) -> None:
+        os.killpg(self.process.proc.pid, signal.SIGKILL)
+        self.process.proc.wait(10)
+
+
+def wait_for(what: str, check: Callable[[], Any], replicas: list[Replica]) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {r.identity}\n{r.process.tail(30)}" for r in replicas)
+    raise AssertionError(f"{what}: not within {WAIT:.0f}s\n{logs}")
+
+
+def get_report(plane: ControlPlane, namespace: str) -> dict[str, Any] | None:
+    got = plane.kubectl(
+        "get", "policyreports.wgpolicyk8s.io", "nodelimits", "-n", namespace, "-o", "json",
+        "--show-managed-fields", check=False,
+    )  # fmt: skip
+    return json.loads(got.stdout) if got.returncode == 0 else None
+
+
+def outcome(report: dict[str, Any] | None) -> dict[str, str] | None:
+    if report is None:
+        return None
+    return {
+        f"{r['resources'][0]['kind']}/{r['resources'][0]['name']}": r["result"]
+        for r in report["results"]
+    }
+
+
+def holder(plane: ControlPlane, namespace: str) -> str:
+    got = plane.kubectl("get", "lease", "nodelimits-audit", "-n", namespace, "-o", "json",
+                        check=False)  # fmt: skip
+    if got.returncode != 0:
+        return ""
+    return str(json.loads(got.stdout)["spec"].get("holderIdentity") or "")
+
+
+def managers(report: dict[str, Any]) -> set[str]:
+    return {m["manager"] for m in report["metadata"].get("managedFields", [])}
+
+
+@pytest.mark.usefixtures("report_crds")
+def test_two_replicas_one_writer_reports_follow_the_limits(
+    control_plane: ControlPlane,
+    simulator: SimulatorProcess,
+    config_file: Path,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    objects = [o for o in workloads(namespace) if o["kind"] != "Trainer"]
+    create(control_plane, objects)
+    fits = {"Pod/pod-4": "pass", "Pod/pod-1": "pass", "Job/job-4": "pass",
+            "Deployment/serve-2": "pass", "Deployment/serve-4": "pass"}  # fmt: skip
+    over = {"Pod/pod-4", "Job/job-4", "Deployment/serve-4"}
+    shrunk = {k: "fail" if k in over else v for k, v in fits.items()}
+
+    replicas = [
+        Replica(control_plane, config_file, namespace, name, tmp_path)
+        for name in ("audit-a", "audit-b")
+    ]
+    try:
+        wait_for(
+            "the first report", lambda: outcome(get_report(control_plane, namespace)) == fits,
+            replicas,
+        )  # fmt: skip
+        leader_id = wait_for("a lease holder", lambda: holder(control_plane, namespace), replicas)
+        [leader] = [r for r in replicas if r.identity == leader_id]
+        [follower] = [r for r in replicas if r is not leader]
+        assert leader.metric("nodelimits_audit_leader") == 1
+        assert follower.metric("nodelimits_audit_leader") == 0
+
+        set_cards(simulator, 2)
+        try:
+            wait_for(
+                "the fails after the shrink",
+                lambda: outcome(get_report(control_plane, namespace)) == shrunk,
+                replicas,
+            )
+            assert leader.metric("nodelimits_audit_runs_total", trigger="limits") >= 1
+            assert leader.metric("nodelimits_audit_runs_total", trigger="interval") == 0
+            report = get_report(control_plane, namespace)
+            assert report is not None
+            assert report["summary"] == {"pass": 2, "fail": 3, "warn": 0, "error": 0, "skip": 0}
+            failed = [r for r in report["results"] if r["result"] == "fail"]
+            assert {(r["rule"], r["properties"]["allowed"]) for r in failed} == {
+                ("nvidia.com/gpu", "2")
+            }
+            violations = {
+                labels: value
+                for (name, labels), value in leader.metrics().items()
+                if name == "nodelimits_audit_violations"
+            }
+            assert violations == {
+                (("group", "a800x8"), ("kind", k), ("resource", "nvidia.com/gpu")): 1.0
+                for k in ("Pod", "Job", "Deployment")
+            }
+            assert leader.metric("nodelimits_audit_objects_scanned", kind="Pod") == 2
+            assert leader.metric("nodelimits_audit_last_run_timestamp_seconds") > 0
+        finally:
+            set_cards(simulator, 4)
+        wait_for(
+            "the fails to clear", lambda: outcome(get_report(control_plane, namespace)) == fits,
+            replicas,
+        )  # fmt: skip
+
+        # The follower never wrote: no write counted, no field of the report is its.
+        assert follower.metric("nodelimits_audit_report_writes_total", operation="create") == 0
+        assert follower.metric("nodelimits_audit_report_writes_total", operation="replace") == 0
+        assert follower.metric("nodelimits_audit_runs_total", trigger="start") == 0
+        assert leader.metric("nodelimits_audit_report_writes_total", operation="replace") >= 2
+        report = get_report(control_plane, namespace)
+        assert report is not None
+        assert managers(report) == {f"nodelimits-audit-{leader.identity}"}
+
+        # The leader dies without releasing: the follower takes over once the lease expires,
+        # audits at once and writes.
+        leader.kill()
+        wait_for(
+            "the takeover", lambda: holder(control_plane, namespace) == follower.identity,
+            [follower],
+        )  # fmt: skip
+        set_cards(simulator, 2)
+        try:
+            wait_for(
+                "the new leader's fails",
+                lambda: outcome(get_report(control_plane, namespace)) == shrunk,
+                [follower],
+            )
+        finally:
+            set_cards(simulator, 4)
+        report = get_report(control_plane, namespace)
+        assert report is not None
+        assert f"nodelimits-audit-{follower.identity}" in managers(report)
+        assert follower.metric("nodelimits_audit_leader") == 1
+    finally:
+        for r in replicas:
+            r.process.stop()
