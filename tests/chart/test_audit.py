@@ -1,0 +1,90 @@
+"""The chart's continuous audit (audit.enabled, issue 16): off by default; when on, its own
+ServiceAccount with least RBAC, pods the webhook's Service never selects, the opt-in CRDs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.chart.chart import NAMESPACE, RELEASE
+from tests.chart.conftest import RenderFn
+
+ON = {"audit": {"enabled": True}}
+
+
+def test_the_audit_is_off_by_default_and_its_crds_opt_in(render_chart: RenderFn) -> None:
+    rendered = render_chart({})
+    assert not [o for o in rendered.objects if o["metadata"]["name"].endswith("-audit")]
+    assert "CustomResourceDefinition" not in rendered.kinds
+    assert "CustomResourceDefinition" not in render_chart(ON).kinds
+    crds = render_chart({"audit": {"installCRD": True}}).of_kind("CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "clusterpolicyreports.wgpolicyk8s.io",
+        "policyreports.wgpolicyk8s.io",
+    ]
+    assert all(c["spec"]["versions"][0]["name"] == "v1alpha2" for c in crds)
+
+
+def rules(
+    obj: dict[str, Any],
+) -> list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
+    return [
+        (
+            tuple(r["apiGroups"]),
+            tuple(r["resources"]),
+            tuple(r["verbs"]),
+            tuple(r.get("resourceNames", ())),
+        )
+        for r in obj["rules"]
+    ]
+
+
+def test_the_audit_gets_least_rbac_and_its_own_account(render_chart: RenderFn) -> None:
+    rendered = render_chart(ON)
+    name = f"{RELEASE}-nodelimits-audit"
+    cluster_role = rendered.one("ClusterRole", "-audit")
+    assert cluster_role["metadata"]["name"] == name
+    granted = rules(cluster_role)
+    for _, _, verbs, _ in granted:
+        assert set(verbs) <= {"get", "list", "watch", "create", "update", "delete"}
+    assert (
+        ("",),
+        ("pods", "podtemplates", "replicationcontrollers"),
+        ("list", "watch"),
+        (),
+    ) in granted
+    assert (("batch",), ("cronjobs", "jobs"), ("list", "watch"), ()) in granted
+    kubeflow = [r for g, r, _, _ in granted if g == ("kubeflow.org",)]
+    assert len(kubeflow) == 1
+    assert {"pytorchjobs", "tfjobs"} <= set(kubeflow[0])
+    writes = [g for g in granted if "create" in g[2] or "update" in g[2] or "delete" in g[2]]
+    assert writes == [
+        (("wgpolicyk8s.io",), ("policyreports", "clusterpolicyreports"),
+         ("get", "list", "create", "update", "delete"), ()),
+    ]  # fmt: skip
+    assert not any("pods/resize" in g[1] for g in granted)
+    role = rendered.one("Role", "-audit")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rules(role) == [
+        (("coordination.k8s.io",), ("leases",), ("create",), ()),
+        (("coordination.k8s.io",), ("leases",), ("get", "update"), (name,)),
+    ]
+    deployment = rendered.one("Deployment", "-audit")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    [container] = pod["containers"]
+    assert container["args"][:2] == ["audit-controller", "--live"]
+    assert f"--lease-name={name}" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The webhook's Service and Deployment must never select the audit's pods.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = rendered.one("Service")["spec"]["selector"]
+    assert not set(service.items()) <= set(labels.items())
+    webhook = rendered.one("Deployment", f"{RELEASE}-nodelimits")["spec"]["selector"]["matchLabels"]
+    assert not set(webhook.items()) <= set(labels.items())
+
+
+def test_fewer_checked_kinds_grant_fewer_lists(render_chart: RenderFn) -> None:
+    rendered = render_chart({**ON, "config": {"admission": {"kinds": ["Pod", "Job"]}}})
+    granted = rules(rendered.one("ClusterRole", "-audit"))
+    lists = [(g, r) for g, r, v, _ in granted if v == ("list", "watch")]
+    assert lists == [(("",), ("pods",)), (("batch",), ("jobs",))]
