@@ -116,23 +116,35 @@ def test_uninstall_removes_the_webhook_configuration_and_secrets(
     assert not exists(control_plane, "deployment", name, "-n", namespace)
 
 
-def test_chart_service_account_has_no_permissions_beyond_discovery(
+def test_chart_service_account_gets_resource_claims_and_no_more_of_dra(
     control_plane: ControlPlane, namespace: str, release: str
 ) -> None:
-    """Minimal: the chart grants nothing. (Sufficient: tests/e2e/test_chart_server.py.)"""
+    """Minimal: of Kubernetes' objects the chart grants get on resource claims (DRA, issue
+    11) and, by name, only its own. (Sufficient: tests/e2e/test_chart_server.py.)"""
     install(control_plane, release, namespace)
     user = f"system:serviceaccount:{namespace}:{release}-nodelimits"
     nobody = f"system:serviceaccount:{namespace}:nobody-{secrets.token_hex(3)}"
 
-    def rules(who: str) -> str:
-        return control_plane.kubectl(
+    def rules(who: str) -> set[tuple[str, ...]]:
+        out = control_plane.kubectl(
             "auth", "can-i", "--list", "-n", namespace, f"--as={who}"
         ).stdout
+        return {tuple(line.split()) for line in out.splitlines()[1:] if line.strip()}
 
-    # Exactly the defaults of any authenticated service account, nothing granted by the chart.
-    assert rules(user) == rules(nobody)
+    # The defaults of any authenticated service account, plus the claims grant: get, on
+    # those two and no other resource.k8s.io object. (Certificate self-management, when
+    # the chart does it, grants get/update on its own named objects.)
+    granted = rules(user) - rules(nobody)
+    assert {g for g in granted if "resource.k8s.io" in g[0]} == {
+        ("resourceclaims.resource.k8s.io", "[]", "[]", "[get]"),
+        ("resourceclaimtemplates.resource.k8s.io", "[]", "[]", "[get]"),
+    }
+    assert all(g[2] != "[]" for g in granted if "resource.k8s.io" not in g[0]), granted
+    assert rules(nobody) <= rules(user)
     for verb, resource in [("list", "pods"), ("get", "secrets"), ("create", "events"),
-                           ("patch", "validatingwebhookconfigurations")]:  # fmt: skip
+                           ("patch", "validatingwebhookconfigurations"),
+                           ("list", "resourceclaimtemplates.resource.k8s.io"),
+                           ("get", "deviceclasses.resource.k8s.io")]:  # fmt: skip
         result = control_plane.kubectl(
             "auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False
         )
