@@ -2,14 +2,17 @@
 
 - `pause`: the sandbox image (containerd's `sandbox_image`): busybox running `sleep`.
 - `busybox`: a small shell image for test pods (Debian's busybox-static and its applets).
+- `nodelimits_from_dockerfile`: the Dockerfile built by podman (devtools/image.py, the
+  release's build), saved as an OCI archive: what `nodelimits_image` gives by default.
 - `nodelimits_from_host`: nodelimits and its runtime dependencies as installed for this
-  Python, with the interpreter, its standard library and the shared libraries they load,
-  at the same paths. A stand-in until the image built from the Dockerfile (the release's
-  job) is importable; `NODELIMITS_IMAGE_ARCHIVE` names such an archive to use instead.
+  Python (a venv's too), with the interpreter, its standard library and the shared
+  libraries they load, at the same paths: where podman cannot run, or when asked
+  (`NODELIMITS_NODE_IMAGE=host`).
 
-All names are under `registry.nodelimits.invalid`: a `.invalid` name can never resolve,
-so a pod whose image is missing fails at once instead of reaching out of the machine.
-Archives are cached by their inputs' digest in the directory the caller gives.
+The local images are named under `registry.nodelimits.invalid` (a `.invalid` name never
+resolves: a pod whose image is missing fails at once instead of reaching out of the
+machine), the Dockerfile's `localhost/nodelimits:test`; pods use `imagePullPolicy: Never`.
+Archives are cached by their inputs' digest (or image id) in the directory the caller gives.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import sys
 import sysconfig
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import image as dockerfile_image
 from devtools.ociimage import ImageConfig, Layer, write_image
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "ImageArchive",
     "ImageUnavailable",
     "busybox",
+    "nodelimits_from_dockerfile",
     "nodelimits_from_host",
     "nodelimits_image",
     "pause",
@@ -50,6 +55,8 @@ BUSYBOX = f"{REGISTRY}/busybox:1"
 NODELIMITS = f"{REGISTRY}/nodelimits:dev"
 BUSYBOX_BINARY = Path("/bin/busybox")
 ENV_IMAGE_ARCHIVE = "NODELIMITS_IMAGE_ARCHIVE"
+ENV_NODE_IMAGE = "NODELIMITS_NODE_IMAGE"
+DOCKERFILE_TAG = "localhost/nodelimits:test"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UID = 65532
 """The chart's runAsUser (and the Dockerfile's USER)."""
@@ -140,7 +147,8 @@ def nodelimits_from_host(cache: Path) -> ImageArchive:
         entrypoint=("/usr/local/bin/nodelimits", "serve"),
         env=(
             "PATH=/usr/local/bin:/bin",
-            f"PYTHONPATH={app}",
+            # a venv's site-packages is not on the base interpreter's path: name it
+            "PYTHONPATH=" + ":".join([str(app), *_site_dirs()]),
             "PYTHONDONTWRITEBYTECODE=1",
             "PYTHONUNBUFFERED=1",
             "HOME=/tmp",
@@ -151,13 +159,53 @@ def nodelimits_from_host(cache: Path) -> ImageArchive:
     return ImageArchive(NODELIMITS, out)
 
 
-def nodelimits_image(cache: Path) -> ImageArchive:
-    """The nodelimits image to run: `$NODELIMITS_IMAGE_ARCHIVE` (an OCI archive, e.g. the
-    release's build of the Dockerfile) if set, else `nodelimits_from_host(cache)`."""
+def nodelimits_image(
+    cache: Path, *, fallback: bool = True, log: Callable[[str], None] | None = None
+) -> ImageArchive:
+    """The nodelimits image to run, first of:
+
+    - `$NODELIMITS_IMAGE_ARCHIVE`: an OCI archive (e.g. `make release`'s);
+    - `$NODELIMITS_NODE_IMAGE=host`: `nodelimits_from_host(cache)` (quick to iterate on);
+    - the Dockerfile built by podman (devtools/image.py, tag `localhost/nodelimits:test`,
+      the one tests/release builds: its layers are shared), saved as an OCI archive;
+    - with `fallback`, when podman cannot run here at all (not installed, not root; a
+      failed build is an error): `nodelimits_from_host(cache)`, saying so through `log`.
+    """
     configured = os.environ.get(ENV_IMAGE_ARCHIVE)
-    if not configured:
+    if configured:
+        return _named_archive(Path(configured))
+    if os.environ.get(ENV_NODE_IMAGE, "") == "host":
         return nodelimits_from_host(cache)
-    path = Path(configured)
+    try:
+        return nodelimits_from_dockerfile(cache, log=log)
+    except dockerfile_image.ImageUnavailable as exc:
+        if not (fallback and exc.missing):
+            raise ImageUnavailable(f"the image from the Dockerfile: {exc}") from exc
+        if log is not None:
+            log(f"[image] {exc}; using nodelimits as this Python runs it instead")
+        return nodelimits_from_host(cache)
+
+
+def nodelimits_from_dockerfile(
+    cache: Path, *, log: Callable[[str], None] | None = None
+) -> ImageArchive:
+    """`podman build` of the Dockerfile and this work tree (cached layers: seconds when
+    nothing changed), saved once per image id as an OCI archive for `ctr import`."""
+    podman = dockerfile_image.Podman.default()
+    if log is not None:
+        log(f"[image] podman build of the Dockerfile as {DOCKERFILE_TAG}")
+    built = dockerfile_image.build_image(DOCKERFILE_TAG, podman=podman, log=log)
+    out = cache / f"nodelimits-oci-{built.image_id[:16]}.tar"
+    if not out.exists():
+        _prune(cache.glob("nodelimits-oci-*.tar"))
+        partial = out.with_name(out.name + ".partial")
+        dockerfile_image.save_oci_archive(built.ref, partial, podman)
+        partial.rename(out)
+    return ImageArchive(built.ref, out)
+
+
+def _named_archive(path: Path) -> ImageArchive:
+    """An OCI archive and the name containerd gives it on import."""
     try:
         with tarfile.open(path) as tar:
             member = tar.extractfile("index.json")
@@ -165,11 +213,16 @@ def nodelimits_image(cache: Path) -> ImageArchive:
     except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
         raise ImageUnavailable(f"${ENV_IMAGE_ARCHIVE}={path}: not an OCI archive ({exc})") from exc
     for manifest in index.get("manifests", []):
-        name = manifest.get("annotations", {}).get("io.containerd.image.name")
-        if name:
+        annotations = manifest.get("annotations", {})
+        # containerd's own name, else the OCI ref name when it is a whole reference (podman)
+        name = annotations.get("io.containerd.image.name") or annotations.get(
+            "org.opencontainers.image.ref.name", ""
+        )
+        if name and ":" in name.rsplit("/", 1)[-1]:
             return ImageArchive(str(name), path)
     raise ImageUnavailable(
-        f"${ENV_IMAGE_ARCHIVE}={path}: index.json names no image (io.containerd.image.name)"
+        f"${ENV_IMAGE_ARCHIVE}={path}: index.json names no image (io.containerd.image.name "
+        "or a whole reference in org.opencontainers.image.ref.name)"
     )
 
 
@@ -194,6 +247,12 @@ def _python_files() -> Iterator[Path]:
             path = Path(str(dist.locate_file(file))).resolve()
             if path.is_file():
                 yield path
+
+
+def _site_dirs() -> list[str]:
+    """The directories the runtime distributions are installed in."""
+    found = {str(Path(str(d.locate_file(""))).resolve()) for d in _runtime_distributions()}
+    return sorted(found)
 
 
 def _runtime_distributions() -> list[importlib.metadata.Distribution]:

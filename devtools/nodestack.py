@@ -83,7 +83,7 @@ def deploy_simulator(
                                 "name": "simulator",
                                 "image": image.name,
                                 "imagePullPolicy": "Never",
-                                "command": ["/usr/local/bin/nodelimits", "simulate"],
+                                "command": ["nodelimits", "simulate"],  # on PATH in both images
                                 "args": [
                                     "--config=/etc/simulator/simulator.yaml",
                                     "--host=0.0.0.0",

@@ -162,7 +162,7 @@ def main() -> int:
         return _offline_hint()
     try:
         bin_dir = realnode.find_node_bin_dir()
-        image = nodeimages.nodelimits_image(realnode.IMAGE_CACHE)
+        image = nodeimages.nodelimits_image(realnode.IMAGE_CACHE, log=lambda line: say(line, DIM))
         busybox = nodeimages.busybox(realnode.IMAGE_CACHE)
     except (TestbinUnavailable, nodeimages.ImageUnavailable) as exc:
         say(f"cannot run the live demo: {exc}", RED)

@@ -1,5 +1,6 @@
-"""The chart's two certificate modes, offline: what `helm template` generates or asks
-cert-manager for. Persistence across `helm upgrade` (lookup) is in tests/e2e/test_chart.py."""
+"""The chart's builtin and cert-manager certificate modes, offline: what `helm template`
+generates or asks cert-manager for. Persistence across `helm upgrade` (lookup) is in
+tests/e2e/test_chart.py; the default, selfManaged, is in test_selfcerts.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.chart.chart import NAMESPACE, RELEASE
 from tests.chart.conftest import RenderFn
 
 SERVICE = f"{RELEASE}-nodelimits"
+BUILTIN = {"certificates": {"mode": "builtin"}}
 
 
 def pem(secret: dict, key: str) -> x509.Certificate:
@@ -24,7 +26,7 @@ def days(cert: x509.Certificate) -> float:
 
 
 def test_builtin_leaf_is_signed_by_the_ca_in_the_webhook_cabundle(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(BUILTIN)
     ca = pem(rendered.one("Secret", "-ca"), "tls.crt")
     tls = rendered.one("Secret", "-tls")
     leaf = pem(tls, "tls.crt")
@@ -42,7 +44,7 @@ def test_builtin_leaf_is_signed_by_the_ca_in_the_webhook_cabundle(render_chart: 
 
 
 def test_builtin_leaf_names_the_service_and_the_ca_outlives_it(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(BUILTIN)
     leaf = pem(rendered.one("Secret", "-tls"), "tls.crt")
     ca = pem(rendered.one("Secret", "-ca"), "tls.crt")
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -53,7 +55,9 @@ def test_builtin_leaf_names_the_service_and_the_ca_outlives_it(render_chart: Ren
 
 
 def test_builtin_secrets_record_expiry_for_renewal_on_upgrade(render_chart: RenderFn):
-    rendered = render_chart({"certificates": {"builtin": {"certValidityDays": 30}}})
+    rendered = render_chart(
+        {"certificates": {"mode": "builtin", "builtin": {"certValidityDays": 30}}}
+    )
     tls = rendered.one("Secret", "-tls")
     not_after = datetime.datetime.fromisoformat(
         tls["metadata"]["annotations"]["nodelimits.io/not-after"]
@@ -62,7 +66,7 @@ def test_builtin_secrets_record_expiry_for_renewal_on_upgrade(render_chart: Rend
 
 
 def test_only_the_serving_secret_is_mounted_never_the_ca_key(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(BUILTIN)
     volumes = rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]
     secrets = {v["secret"]["secretName"] for v in volumes if "secret" in v}
     assert secrets == {f"{SERVICE}-tls"}

@@ -27,6 +27,18 @@ CHART_MANAGED = {
     "platform.org_id": "a secret: credentials.orgId",
     "server.manage_webhook_url": "development only; the chart owns the webhook configuration",
     "server.ca_file": "development only: the caBundle of a kopf-managed configuration",
+    "certificates.self_managed": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.namespace": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.secret_name": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.webhook_configuration": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.hosts": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.duration": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.renew_before": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.ca_duration": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.ca_renew_before": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.propagation": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.check_interval": "certificates.selfManaged (templates/_helpers.tpl)",
+    "certificates.startup_timeout": "certificates.selfManaged (templates/_helpers.tpl)",
 }
 """Settings fields deliberately not under `config:`, and where they come from instead."""
 
@@ -106,7 +118,7 @@ def test_config_schema_allows_what_settings_allow_and_no_more(field: str) -> Non
 
 def test_default_config_renders_the_server_defaults(render_chart: RenderFn, tmp_path: Path):
     path = tmp_path / "config.yaml"
-    path.write_text(render_chart().config_text)
+    path.write_text(render_chart({"certificates": {"mode": "builtin"}}).config_text)
     assert load_settings(path).model_dump(mode="json") == Settings().model_dump(mode="json")
 
 
@@ -227,7 +239,7 @@ def test_every_default_value_is_declared_and_described_by_type() -> None:
             id="cert-and-key-apart",
         ),
         pytest.param(
-            {"certificates": {"builtin": {"caValidityDays": 365}}},
+            {"certificates": {"mode": "builtin", "builtin": {"caValidityDays": 365}}},
             "caValidityDays (365) must exceed certValidityDays + renewBeforeDays (425)",
             id="ca-not-longer-than-leaf",
         ),

@@ -2,6 +2,9 @@
 
 - `control_plane`: one running `ControlPlane` for the whole run (session).
 - `namespace`: a fresh namespace per test; never deleted, since nothing would finish it.
+- `crds`: the workload kinds' upstream CRDs (devtools/crds.py), fetched once after
+  collection (outside any test's timeout) when a test using them was selected; a failed
+  fetch skips them, or fails them under NODELIMITS_REQUIRE_E2E=1.
 
 The `testbin` fixture (the binaries) and the `e2e` marker come from tests/conftest.py.
 A failing test that used the control plane gets the tail of the apiserver's log in its report.
@@ -9,6 +12,7 @@ A failing test that used the control plane gets the tail of the apiserver's log 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Generator, Iterator
@@ -16,11 +20,46 @@ from pathlib import Path
 
 import pytest
 
+from devtools import crds as upstream_crds
 from devtools.controlplane import ControlPlane
+from tests.conftest import ENV_REQUIRE, required
 
 LOG_LINES_IN_REPORT = 60
 
 _PLANE = pytest.StashKey[ControlPlane]()
+_CRDS = pytest.StashKey["upstream_crds.CrdCache | upstream_crds.CrdsUnavailable"]()
+
+
+def _uses_crds(item: pytest.Item) -> bool:
+    return "crds" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fetch the CRDs once, only if a selected test needs them (a first fetch downloads)."""
+    if not any(_uses_crds(item) for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            session.stash[_CRDS] = upstream_crds.fetch()
+        except upstream_crds.CrdsUnavailable as exc:
+            session.stash[_CRDS] = exc
+
+
+@pytest.fixture(scope="session")
+def crds(request: pytest.FixtureRequest) -> upstream_crds.CrdCache:
+    """The fetched CRD cache; skips (fails under NODELIMITS_REQUIRE_E2E=1) without it."""
+    found = request.session.stash.get(_CRDS, None)
+    if found is None:
+        try:
+            found = upstream_crds.fetch()
+        except upstream_crds.CrdsUnavailable as exc:
+            found = exc
+    if isinstance(found, upstream_crds.CrdsUnavailable):
+        if required():
+            pytest.fail(str(found), pytrace=False)
+        pytest.skip(f"{found} ({ENV_REQUIRE}=1 makes this a failure)")
+    return found
 
 
 @pytest.fixture(scope="session")

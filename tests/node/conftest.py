@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import sys
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +89,15 @@ def _prepare() -> _Prepared | str:
         return _Prepared(
             realnode.find_node_bin_dir(),
             nodeimages.busybox(realnode.IMAGE_CACHE),
-            nodeimages.nodelimits_image(realnode.IMAGE_CACHE),
+            # the Dockerfile's image; under NODELIMITS_REQUIRE_E2E=1 no stand-in for it
+            nodeimages.nodelimits_image(realnode.IMAGE_CACHE, fallback=not required(), log=_say),
         )
     except (TestbinUnavailable, nodeimages.ImageUnavailable) as exc:
         return str(exc)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -48,7 +48,10 @@ from webhook.metrics import Metrics
 from webhook.serve.admission import HANDLERS, Admission
 
 SPECS = {h.id: h for h in HANDLERS}
-POLICY = PolicySettings()
+# Limits decide here too (policy.limits: deny), as these generators of oversized pods assume;
+# since issue 11 requests alone decide by default (test_oracle_decide_... checks both).
+POLICY = PolicySettings(limits="deny")
+DEFAULT_POLICY = PolicySettings()
 GPU_ONLY = frozenset({AcceleratorType.GPU})
 CORE_ERRORS = (workloads.InvalidObject, InvalidQuantity)
 MiB = 2**20
@@ -71,12 +74,14 @@ def _report_counts() -> Iterator[None]:
     print(f"\nhostile input (core + handler): {total} generated cases\n" + "\n".join(lines))
 
 
-def run_core(obj: Any, limits: NodeLimits) -> policy.Decision | None:
+def run_core(
+    obj: Any, limits: NodeLimits, settings: PolicySettings = POLICY
+) -> policy.Decision | None:
     """The pure pipeline (policy.evaluate), every group offered as gpu with ``limits``."""
     w = workloads.workload_of(obj)
     if isinstance(w, workloads.Skipped):
         return None
-    return policy.evaluate(w, POLICY, lambda _g, _a: limits, lambda _g: GPU_ONLY)
+    return policy.evaluate(w, settings, lambda _g, _a: limits, lambda _g: GPU_ONLY)
 
 
 # --- no crash -----------------------------------------------------------------------------
@@ -213,7 +218,8 @@ def internal_errors(metrics: Metrics) -> float:
 @pytest.fixture(scope="module")
 def admission() -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(Settings(), limits_cache(FakeLimits(), metrics), metrics), metrics
+    settings = Settings(policy=POLICY)
+    return Admission(settings, limits_cache(FakeLimits(), metrics), metrics), metrics
 
 
 def mapping_or_empty(value: Any) -> Any:
@@ -450,3 +456,22 @@ def test_oracle_decide_allows_iff_every_resource_fits(generated: Any, limits: No
     over = {v.resource for v in decision.violations}
     expected = {r for r, cap in caps.items() if max(requests.get(r, 0), lims.get(r, 0)) > cap}
     assert over == expected
+    # The default (issue 11): requests decide cpu and memory; a limit over is a warning.
+    # Cards still count both (a device's request is its limit).
+    default = run_core(obj, limits, DEFAULT_POLICY)
+    assert default is not None
+    by_request = {
+        r
+        for r, cap in caps.items()
+        if (
+            requests.get(r, 0)
+            if r in ("cpu", "memory")
+            else max(requests.get(r, 0), lims.get(r, 0))
+        )
+        > cap
+    }
+    assert {v.resource for v in default.violations} == by_request
+    warned = {w.split(" limit ")[0] for w in default.warnings if " limit " in w}
+    assert warned == {
+        r for r in ("cpu", "memory") if r not in by_request and lims.get(r, 0) > caps[r]
+    }

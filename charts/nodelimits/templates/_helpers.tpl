@@ -126,6 +126,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nodelimits.caSecretName" -}}
 {{- printf "%s-ca" (include "nodelimits.fullname" .) -}}
 {{- end -}}
+{{- define "nodelimits.certSecretName" -}}
+{{- printf "%s-certs" (include "nodelimits.fullname" .) -}}
+{{- end -}}
+{{/* "true" when the server issues its own certificates (certificates.mode selfManaged, in the cluster). */}}
+{{- define "nodelimits.selfManagedCerts" -}}
+{{- if and (eq .Values.certificates.mode "selfManaged") (include "nodelimits.inCluster" .) -}}true{{- end -}}
+{{- end -}}
 {{- define "nodelimits.credentialsSecretName" -}}
 {{- default (printf "%s-credentials" (include "nodelimits.fullname" .)) .Values.credentials.existingSecret -}}
 {{- end -}}
@@ -163,6 +170,23 @@ the schema cannot: credentials present for the token source, cert and key side b
 {{- end -}}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 $cfg.server.shutdown_delay) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.server.shutdown_delay (%v)" .Values.terminationGracePeriodSeconds $cfg.server.shutdown_delay) -}}
+{{- end -}}
+{{- if include "nodelimits.selfManagedCerts" . -}}
+{{- $sm := .Values.certificates.selfManaged -}}
+{{- if ge (int $sm.renewBeforeDays) (int $sm.certValidityDays) -}}
+{{- fail (printf "certificates.selfManaged.renewBeforeDays (%v) must be below certValidityDays (%v)" $sm.renewBeforeDays $sm.certValidityDays) -}}
+{{- end -}}
+{{- if ge (int $sm.caRenewBeforeDays) (int $sm.caValidityDays) -}}
+{{- fail (printf "certificates.selfManaged.caRenewBeforeDays (%v) must be below caValidityDays (%v)" $sm.caRenewBeforeDays $sm.caValidityDays) -}}
+{{- end -}}
+{{- if le (int $sm.caRenewBeforeDays) (int $sm.renewBeforeDays) -}}
+{{- fail (printf "certificates.selfManaged.caRenewBeforeDays (%v) must exceed renewBeforeDays (%v): a new CA must sign a serving certificate before the old CA's last one is due" $sm.caRenewBeforeDays $sm.renewBeforeDays) -}}
+{{- end -}}
+{{- $fullname := include "nodelimits.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $hosts := list (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) (printf "%s.%s" $fullname $ns) $fullname -}}
+{{- $day := 86400 -}}
+{{- $_ := set $cfg "certificates" (dict "self_managed" true "namespace" $ns "secret_name" (include "nodelimits.certSecretName" .) "webhook_configuration" $fullname "hosts" $hosts "duration" (mul $sm.certValidityDays $day) "renew_before" (mul $sm.renewBeforeDays $day) "ca_duration" (mul $sm.caValidityDays $day) "ca_renew_before" (mul $sm.caRenewBeforeDays $day) "check_interval" $sm.checkIntervalSeconds) -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -64,7 +64,8 @@ def test_the_leaf_is_renewed_under_the_same_ca_before_it_expires() -> None:
     m = fresh()
     renewed = plan(m, later(3600 - 600), S)
     assert renewed is not None
-    assert renewed.ca == m.ca and renewed.bundle() == m.bundle()  # the apiserver trusts it
+    assert renewed.ca == m.ca
+    assert renewed.bundle() == m.bundle()
     assert renewed.leaf != m.leaf
     cert(renewed.leaf.cert).verify_directly_issued_by(cert(m.ca.cert))
 
@@ -73,14 +74,17 @@ def test_other_hosts_get_a_new_leaf() -> None:
     m = fresh()
     other = CertificateSettings(**{**S.model_dump(), "hosts": ("other.ns.svc",)})
     renewed = plan(m, later(1), other)
-    assert renewed is not None and renewed.ca == m.ca and renewed.leaf != m.leaf
+    assert renewed is not None
+    assert renewed.ca == m.ca
+    assert renewed.leaf != m.leaf
 
 
 def test_a_ca_rotation_is_staged_trusted_first_then_signing_then_retired() -> None:
     m = fresh()
     # Shortly before the CA's renewal point the leaves renew under the old CA (capped).
     staged = plan(m, later(86400 - 7200), S)
-    assert staged is not None and staged.next is not None
+    assert staged is not None
+    assert staged.next is not None
     assert staged.ca == m.ca  # the old CA still signs: the new one is only trusted
     assert len(certs_in(staged.bundle())) == 2
     # Within the propagation time nothing more happens (the leaf may renew, the CA not).
@@ -88,12 +92,14 @@ def test_a_ca_rotation_is_staged_trusted_first_then_signing_then_retired() -> No
     assert waiting is None or (waiting.ca == m.ca and waiting.next == staged.next)
     promoted = plan(staged, later(86400 - 7200 + 60), S)
     assert promoted is not None
-    assert promoted.ca == staged.next and promoted.next is None
+    assert promoted.ca == staged.next
+    assert promoted.next is None
     assert promoted.previous == m.ca.cert  # replicas still serving the old leaf
     cert(promoted.leaf.cert).verify_directly_issued_by(cert(promoted.ca.cert))
     assert len(certs_in(promoted.bundle())) == 2
     retired = plan(promoted, later(86400 + 1), S)
-    assert retired is not None and retired.previous is None
+    assert retired is not None
+    assert retired.previous is None
     assert len(certs_in(retired.bundle())) == 1
 
 
@@ -107,7 +113,9 @@ def test_a_leaf_never_outlives_its_ca() -> None:
 def test_an_expired_ca_starts_over() -> None:
     m = fresh()
     again = plan(m, later(86400 * 2), S)
-    assert again is not None and again.ca != m.ca and again.previous is None
+    assert again is not None
+    assert again.ca != m.ca
+    assert again.previous is None
 
 
 def test_the_secret_round_trips() -> None:
