@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -33,6 +34,9 @@ from webhook.platform.errors import (
 from webhook.serve.admission import HANDLERS, Admission, HandlerSpec
 
 SPECS = {h.id: h for h in HANDLERS}
+
+
+ROOT_DIR = Path(__file__).resolve().parents[3]
 
 
 def make(
@@ -360,7 +364,11 @@ async def test_one_decision_line_per_review(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_handler_ids_are_unique_and_match_the_chart_paths() -> None:
-    assert [h.path for h in HANDLERS] == [
+    paths = [h.path for h in HANDLERS]
+    assert len(set(paths)) == len(paths)
+    chart = (ROOT_DIR / "charts" / "nodelimits" / "templates" / "_helpers.tpl").read_text()
+    assert all(f"path: {path}," in chart for path in paths)
+    assert paths[:8] == [
         "/pods",
         "/pods-resize",
         "/jobs",
