@@ -78,9 +78,12 @@ class CrdCache:
 
     def find(self, group: str, kind: str, version: str | None = None) -> Crd | None:
         for crd in self.crds:
-            if crd.group == group and crd.kind == kind:
-                if version is None or version in crd.versions:
-                    return crd
+            if (
+                crd.group == group
+                and crd.kind == kind
+                and (version is None or version in crd.versions)
+            ):
+                return crd
         return None
 
     def why_absent(self, group: str, kind: str) -> str | None:
@@ -154,11 +157,12 @@ def install(plane: ControlPlane, crds: Iterable[Crd], *, timeout: float = 60.0) 
         files += ["-f", str(crd.path)]
     # Server-side: a client-side apply stores the whole object in an annotation, and several
     # of these CRDs are larger than the 256 KiB annotations may hold.
-    plane.kubectl(
-        "apply", "--server-side", "--force-conflicts", *files, timeout=timeout
-    )
+    plane.kubectl("apply", "--server-side", "--force-conflicts", *files, timeout=timeout)
     names = [f"crd/{crd.name}" for crd in crds]
     plane.kubectl(
-        "wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *names,
+        "wait",
+        "--for=condition=Established",
+        f"--timeout={timeout:.0f}s",
+        *names,
         timeout=timeout + 10,
     )

@@ -91,8 +91,18 @@ def apply(plane: ControlPlane, obj: dict[str, Any], *args: str) -> subprocess.Co
 def offline_message(obj: dict[str, Any]) -> str:
     """What `nodelimits check` says about the object, offline, with the same limits."""
     result = subprocess.run(
-        [sys.executable, "-m", "webhook", "check", "--limits-file", str(LIMITS)]
-        + ["-f", "-", "-o", "json"],
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "check",
+            "--limits-file",
+            str(LIMITS),
+            "-f",
+            "-",
+            "-o",
+            "json",
+        ],
         input=json.dumps(obj),
         capture_output=True,
         text=True,
@@ -171,9 +181,7 @@ def test_fitting_is_accepted_and_oversized_denied_naming_the_role(
     kind = f"{crd.plural}.{group}"
     got = control_plane.kubectl("get", kind, fits["metadata"]["name"], *where, "-o", "json")
     assert json.loads(got.stdout)["kind"] == fits["kind"]
-    gone = control_plane.kubectl(
-        "get", kind, too_big["metadata"]["name"], *where, check=False
-    )
+    gone = control_plane.kubectl("get", kind, too_big["metadata"]["name"], *where, check=False)
     assert "NotFound" in gone.stderr
 
 
@@ -192,8 +200,12 @@ def test_a_rule_for_a_crd_that_is_not_installed_is_harmless(
     assert absent, "every kind-table API is served: nothing to test this with"
     config = json.loads(
         control_plane.kubectl(
-            "get", "validatingwebhookconfiguration", "-l",
-            "app.kubernetes.io/instance=nodelimits", "-o", "json",
+            "get",
+            "validatingwebhookconfiguration",
+            "-l",
+            "app.kubernetes.io/instance=nodelimits",
+            "-o",
+            "json",
         ).stdout
     )
     (configuration,) = config["items"]
