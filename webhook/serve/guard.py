@@ -102,15 +102,15 @@ def _check_target(
         kind.get("group"),
         kind.get("version"),
         kind.get("kind"),
-    ) != (spec.group, spec.version, spec.kind):
-        raise WebhookError(f"{path} checks kind {spec.kind}: request.kind must say so")
+    ) != (spec.group, spec.version, spec.object_kind):
+        raise WebhookError(f"{path} checks kind {spec.object_kind}: request.kind must say so")
 
 
 def _check_object(spec: HandlerSpec, key: str, obj: Mapping[str, object]) -> None:
-    if obj.get("kind") != spec.kind or obj.get("apiVersion") != _api_version(spec):
+    if obj.get("kind") != spec.object_kind or obj.get("apiVersion") != _api_version(spec):
         shown = _shown(f"{obj.get('apiVersion')!r} {obj.get('kind')!r}")
         raise WebhookError(
-            f"{spec.path} checks {_api_version(spec)} {spec.kind}: request.{key} is {shown}"
+            f"{spec.path} checks {_api_version(spec)} {spec.object_kind}: request.{key} is {shown}"
         )
     if not isinstance(obj.get("spec"), Mapping):  # `spec: null` read as an empty pod
         raise WebhookError(f"AdmissionReview request.{key}.spec must be an object")

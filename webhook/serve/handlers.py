@@ -30,6 +30,12 @@ class HandlerSpec:
     def path(self) -> str:
         return f"/{self.id}"
 
+    @property
+    def object_kind(self) -> str:
+        """The kind as objects and AdmissionReviews spell it: ``Job``, not the
+        ``Job.batch.volcano.sh`` that names a kind-table row in ``admission.kinds``."""
+        return self.kind.split(".", 1)[0]
+
     def accepts(self, operation: str | None, subresource: str | None) -> bool:
         return operation in self.operations and subresource == self.subresource
 

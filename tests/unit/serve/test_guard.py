@@ -93,7 +93,7 @@ def test_old_object_of_another_kind_is_a_400() -> None:
 @pytest.mark.parametrize("spec", HANDLERS, ids=lambda h: h.id)
 def test_every_handler_accepts_what_the_apiserver_sends_it(spec: Any) -> None:
     api = f"{spec.group}/{spec.version}" if spec.group else spec.version
-    obj = {"apiVersion": api, "kind": spec.kind, "metadata": {"name": "x"}, "spec": {}}
+    obj = {"apiVersion": api, "kind": spec.object_kind, "metadata": {"name": "x"}, "spec": {}}
     for operation in sorted(spec.operations):
         r = admission_review(
             obj,
