@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "manifests"
 LIMITS = ROOT / "examples" / "limits.yaml"
 TABLE_KINDS = {(row.group, row.kind) for row in BUILTIN_KINDS}
+NOT_JUDGED = {("trainer.kubeflow.org", "TrainJob")}
+"""Rows that skip their objects for now (a TrainJob's pods come from its runtime, which is
+not read yet): no example to judge."""
 
 ROLE_NAMED = {
     "Job.batch.volcano.sh": "task worker:",
@@ -137,7 +140,7 @@ def test_every_kind_of_the_table_has_an_example() -> None:
     covered = {
         (_group_version(d["apiVersion"])[0], d["kind"]) for p in EXAMPLE_FILES for d in _docs(p)
     }
-    assert covered == TABLE_KINDS
+    assert covered == TABLE_KINDS - NOT_JUDGED
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.stem)
