@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,17 @@ def install(plane: ControlPlane, crds: Iterable[Crd], *, timeout: float = 60.0) 
     # Server-side: a client-side apply stores the whole object in an annotation, and several
     # of these CRDs are larger than the 256 KiB annotations may hold.
     plane.kubectl("apply", "--server-side", "--force-conflicts", *files, timeout=timeout)
-    names = [f"crd/{crd.name}" for crd in crds]
-    plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        f"--timeout={timeout:.0f}s",
-        *names,
-        timeout=timeout + 10,
-    )
+    # Polled, not `kubectl wait`: that fails outright when it reads a CRD whose status has
+    # no conditions yet ("accessor error: <nil>"), as right after its creation.
+    deadline = time.monotonic() + timeout
+    pending = {crd.name for crd in crds}
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    while pending:
+        for name in sorted(pending):
+            got = plane.kubectl("get", "crd", name, "-o", f"jsonpath={established}", check=False)
+            if got.stdout.strip() == "True":
+                pending.discard(name)
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"CRDs not Established within {timeout:.0f}s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.2)

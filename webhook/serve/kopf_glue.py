@@ -15,22 +15,32 @@ touch is for:
 * ``SmartOperatorRegistry``: a registry with kopf's default login handlers.
 * :data:`WEBHOOK_SERVER_PRIVATES`: the methods of ``kopf.WebhookServer`` that
   :mod:`webhook.serve.tls` overrides or calls.
+* :func:`serving_insights`: kopf routes a review by ``insights.webhook_resources``, filled
+  once by API discovery at start; a CRD installed later got a 404 (denied under
+  ``failurePolicy: Fail``) until a restart. Every registered resource is served anyway.
+  ``find_resource`` (kopf's routing) and ``revise_resources`` (what its discovery does with
+  what it found) are named so ``tests/unit/serve/test_kopf_glue.py`` can run the two as kopf
+  does.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, MutableSet
 from typing import Any
 
 from kopf._cogs.structs import patches
-from kopf._cogs.structs.references import Insights
+from kopf._cogs.structs.references import Insights, Resource
 from kopf._core.engines.admission import (
     AmbiguousResourceError,
     UnknownResourceError,
     WebhookError,
+    find_resource,
     serve_admission_request,
 )
 from kopf._core.intents.registries import SmartOperatorRegistry
 from kopf._core.reactor.inventory import ResourceMemories
+from kopf._core.reactor.observation import revise_resources
 
 __all__ = [
     "WEBHOOK_SERVER_PRIVATES",
@@ -38,11 +48,15 @@ __all__ = [
     "EphemeralMemories",
     "Insights",
     "Patch",
+    "Resource",
     "ResourceMemories",
     "SmartOperatorRegistry",
     "UnknownResourceError",
     "WebhookError",
+    "find_resource",
+    "revise_resources",
     "serve_admission_request",
+    "serving_insights",
     "skip_copy_of_empty_patches",
 ]
 
@@ -88,3 +102,45 @@ def skip_copy_of_empty_patches() -> None:
 
     as_json_patch._nodelimits = True  # type: ignore[attr-defined]
     patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
+
+
+class _ReadyWithPinned(asyncio.Event):
+    """kopf's ``insights.ready_resources``: set by its resource observer right after the
+    discovery at start filled ``webhook_resources``, and awaited by the webhook server before
+    it binds. Setting it first adds the pinned resources discovery did not find, so they are
+    served from the first request on."""
+
+    def __init__(self, resources: MutableSet[Resource], pinned: tuple[Resource, ...]) -> None:
+        super().__init__()
+        self._resources, self._pinned = resources, pinned
+
+    def set(self) -> None:
+        for resource in self._pinned:
+            if resource not in self._resources:  # Resource equality: group, version, plural
+                self._resources.add(resource)
+        super().set()
+
+
+def serving_insights(resources: Iterable[tuple[str, str, str, str, bool]]) -> Insights:
+    """Insights for ``kopf.spawn_tasks`` under which every given (group, version, plural,
+    kind, namespaced) is served whether or not discovery saw it at start.
+
+    kopf discovers the API once (``settings.scanning.disabled``: no CRD watch, no RBAC for
+    it) and answers a review for anything else with a 404: a CRD installed after the start
+    was denied under ``failurePolicy: Fail`` until a restart. The resources are the handlers'
+    own (group, version and plural exactly), so a review can only be routed to the handler
+    registered for it; discovered resources keep discovery's details."""
+    pinned = tuple(
+        Resource(
+            group=group,
+            version=version,
+            plural=plural,
+            kind=kind,
+            namespaced=namespaced,
+            preferred=True,
+            verbs=frozenset({"create", "update"}),
+        )
+        for group, version, plural, kind, namespaced in resources
+    )
+    served: set[Resource] = set()
+    return Insights(webhook_resources=served, ready_resources=_ReadyWithPinned(served, pinned))

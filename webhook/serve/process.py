@@ -31,6 +31,7 @@ from webhook.serve.admission import DECISION_LOGGER, HANDLERS, Admission, regist
 from webhook.serve.kopf_glue import (
     EphemeralMemories,
     SmartOperatorRegistry,
+    serving_insights,
     skip_copy_of_empty_patches,
 )
 from webhook.serve.tls import NodelimitsWebhookServer, ServingLimits, ServingState
@@ -166,6 +167,10 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
                 registry=registry,
                 settings=kopf_settings(settings, server),
                 memories=memories,
+                # Served even when its CRD is installed after the start (kopf discovers once).
+                insights=serving_insights(
+                    (h.group, h.version, h.plural, h.object_kind, h.namespaced) for h in registered
+                ),
                 standalone=True,
                 clusterwide=True,
                 stop_flag=stop,

@@ -41,3 +41,46 @@ def test_every_kopf_private_name_the_glue_uses_still_exists() -> None:
     assert callable(getattr(kopf_glue.Patch, "as_json_patch", None))
     assert hasattr(kopf_glue.ResourceMemories, "recall_memo")
     assert isinstance(kopf_glue.ResourceMemories()._items, dict)
+
+
+def _review(group: str, version: str, plural: str) -> dict[str, object]:
+    return {"request": {"resource": {"group": group, "version": version, "resource": plural}}}
+
+
+async def test_resources_discovery_did_not_find_are_served_once_it_is_done() -> None:
+    """As kopf's resource observer does at start: revise from what discovery found, then set
+    ready_resources. A CRD installed later (not found) is still routed to its handler."""
+    registry = kopf.OperatorRegistry()
+
+    async def handler(**_: object) -> None:
+        pass
+
+    for group, version, plural in [("", "v1", "pods"), ("kubeflow.org", "v1", "pytorchjobs")]:
+        kopf.on.validate(group, version, plural, id=plural, registry=registry)(handler)
+    insights = kopf_glue.serving_insights(
+        [("", "v1", "pods", "Pod", True), ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", True)]
+    )
+    discovered = kopf_glue.Resource(
+        "", "v1", "pods", kind="Pod", namespaced=True, subresources=frozenset({"resize"})
+    )
+    with pytest.raises(kopf_glue.UnknownResourceError):  # nothing before discovery
+        kopf_glue.find_resource(request=_review("", "v1", "pods"), insights=insights)
+    kopf_glue.revise_resources(
+        resources=[discovered], insights=insights, registry=registry, group=None
+    )
+    insights.ready_resources.set()
+
+    found = kopf_glue.find_resource(request=_review("", "v1", "pods"), insights=insights)
+    assert found is discovered  # discovery's own details kept
+    late = kopf_glue.find_resource(
+        request=_review("kubeflow.org", "v1", "pytorchjobs"),
+        insights=insights,
+    )
+    assert (late.group, late.version, late.plural, late.kind) == (
+        "kubeflow.org",
+        "v1",
+        "pytorchjobs",
+        "PyTorchJob",
+    )
+    with pytest.raises(kopf_glue.UnknownResourceError):  # not registered: still a 404
+        kopf_glue.find_resource(request=_review("ray.io", "v1", "rayclusters"), insights=insights)
