@@ -53,6 +53,11 @@ ENV PATH=/opt/nodelimits/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 COPY --from=build /opt/nodelimits /opt/nodelimits
+# A passwd entry for the uid: the kubelet runs it as is (podman invents one, containerd does
+# not), and kopf's peering id calls getpass.getuser(), which raises KeyError without one.
+RUN groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --no-log-init --no-create-home --home-dir /tmp \
+      --shell /usr/sbin/nologin nonroot
 USER 65532:65532
 EXPOSE 9443 8080
 ENTRYPOINT ["nodelimits", "serve"]
