@@ -187,6 +187,9 @@ class KindRule(_Model):
     """Object-level run-time fields (seconds), first present wins."""
     long_running: bool = False
     """Pods run until deleted (services, clusters): run time is a warning, not a check."""
+    no_deadline_field: bool = False
+    """The kind has no run-time limit to set (SparkApplication): with no deadline read, a
+    resource group's maxTime is a warning saying so, not a request to set one."""
     group_metadata: tuple[str, ...] = ()
     """Extra metadata objects read for the group annotation after the object's own (a
     CronJob-like template's ``spec.jobTemplate.metadata``)."""
@@ -244,6 +247,7 @@ class PodSets:
     deadline: int | None = None
     """The object-level run-time bound (seconds), if the kind has one and it is set."""
     long_running: bool = False
+    no_deadline_field: bool = False
     gang_min: int | None = None
     """The object-level gang minimum (total pods), if set."""
     gang_policy: GangPolicy = "warn"
@@ -379,6 +383,7 @@ def finish(rule: KindRule, obj: Mapping[str, Any], roles: tuple[Role, ...]) -> P
         roles=roles,
         deadline=deadline,
         long_running=rule.long_running,
+        no_deadline_field=rule.no_deadline_field,
         gang_min=gang_min,
         gang_policy=rule.gang.policy if explicit else rule.gang.implied,
         extra_annotations=extra,
@@ -550,6 +555,7 @@ _BUILTIN_ROWS: list[Any] = [
         "kind": "SparkApplication",
         "plural": "sparkapplications",
         "synthesizer": "spark",
+        "no_deadline_field": True,  # the operator's API has none (reference: SP types)
     },
     {
         "group": "sparkoperator.k8s.io",
@@ -557,6 +563,7 @@ _BUILTIN_ROWS: list[Any] = [
         "kind": "ScheduledSparkApplication",
         "plural": "scheduledsparkapplications",
         "synthesizer": "spark",
+        "no_deadline_field": True,  # the operator's API has none (reference: SP types)
         "root": "spec.template",
     },
     {

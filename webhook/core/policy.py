@@ -361,10 +361,7 @@ def plan(workload: Workload, settings: PolicySettings, claims: dra.Claims | None
         read = read_annotation(workload.fallback_annotations, settings.group_annotation)
         if read.value is not None or read.conflict:
             annotations = workload.fallback_annotations
-            warnings.append(
-                f"annotation {settings.group_annotation} is on the {workload.kind}'s own "
-                "metadata, not its pod template: its pods will not carry it"
-            )
+            warnings.append(_fallback_warning(workload, settings.group_annotation))
     group, written = read.value, read.written
     if read.conflict:  # denied without a lookup: an empty group is refused as it stands
         violations.append(_conflict("resourceGroup", read, annotations))
@@ -600,6 +597,27 @@ def _check(
             )
 
 
+def _fallback_warning(workload: Workload, key: str) -> str:
+    """The group annotation was read from the workload's metadata, not its pod template."""
+    where = next(
+        (
+            field
+            for field, annotations in workload.fallback_fields
+            if (found := read_annotation(annotations, key)).value is not None or found.conflict
+        ),
+        "metadata",
+    )
+    if where == "metadata":
+        return (
+            f"annotation {key} is on the {workload.kind}'s own metadata, not its pod "
+            "template: its pods will not carry it"
+        )
+    return (
+        f"annotation {key} is on the {workload.kind}'s {where}, which its Jobs carry, not "
+        "its pod template: its pods will not carry it"
+    )
+
+
 def _check_run_time(
     workload: Workload,
     limits: NodeLimits,
@@ -621,6 +639,14 @@ def _check_run_time(
     deadline = workload.active_deadline_seconds
     if deadline is None and workload.owned_by_job:
         return  # a missing deadline is the controlling batch/v1 Job's (checked as a Job)
+    if deadline is None and workload.no_deadline_field:
+        # Nothing to set (SparkApplication): asking for activeDeadlineSeconds would mislead,
+        # and requiring one would deny every object of the kind.
+        warnings.append(
+            f"{workload.kind} has no run-time limit to set, but resource group "
+            f'"{limits.resourceGroup}" limits run time to {shown}'
+        )
+        return
     if deadline is None:
         text = (
             f'no activeDeadlineSeconds: resource group "{limits.resourceGroup}" limits run time '

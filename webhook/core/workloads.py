@@ -47,6 +47,11 @@ class Workload:
     """A Pod controlled by a batch/v1 Job: a missing deadline is the Job's business."""
     long_running: bool = False
     """Controllers that keep pods running without a deadline (Deployment, StatefulSet, ...)."""
+    no_deadline_field: bool = False
+    """A kind with no run-time limit to set (a kind-table row's ``no_deadline_field``)."""
+    fallback_fields: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    """Where ``fallback_annotations`` came from, first match first (a CronJob's
+    ``spec.jobTemplate.metadata``, then ``metadata``), so a warning names the right one."""
     pod_sets: kinds.PodSets | None = None
     """A kind of the kind table: every role's pods (``pod_spec`` is then the first role's)."""
 
@@ -155,10 +160,13 @@ def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) ->
         raise InvalidObject("metadata.name", "name and namespace must be strings")
     own = _annotations(meta, "metadata")
     spec = _map(obj.get("spec"), "spec")
+    fields: tuple[tuple[str, Mapping[str, str]], ...] = (("metadata", own),)
     if kind == "CronJob":  # its Jobs carry spec.jobTemplate.metadata: read it before its own
         job_meta = _map(spec.get("jobTemplate"), "spec.jobTemplate").get("metadata")
         job_meta = _map(job_meta, "spec.jobTemplate.metadata")
-        own = {**own, **_annotations(job_meta, "spec.jobTemplate.metadata")}
+        job_annotations = _annotations(job_meta, "spec.jobTemplate.metadata")
+        fields = (("spec.jobTemplate.metadata", job_annotations), *fields)
+        own = {**own, **job_annotations}
     if kind == "Pod":
         return Workload(
             api_version=api_version,
@@ -175,7 +183,7 @@ def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) ->
         )
     row = (table or kinds.builtin_table()).get(api_version, kind)
     if row is not None:  # before the built-ins: a batch.volcano.sh Job is not a batch/v1 Job
-        return _table_workload(row, obj, own, api_version, namespace, name)
+        return _table_workload(row, obj, own, api_version, namespace, name, fields)
     source = _pod_source(kind, obj, spec)
     if source is None:
         return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
@@ -187,6 +195,7 @@ def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) ->
         pod_spec=source.spec,
         annotations=_annotations(source.metadata, f"{source.field}.metadata"),
         fallback_annotations=own,
+        fallback_fields=fields,
         active_deadline_seconds=source.deadline,
         parallelism=source.parallelism,
         long_running=kind in _LONG_RUNNING,
@@ -238,6 +247,7 @@ def _table_workload(
     api_version: str,
     namespace: str,
     name: str,
+    fields: tuple[tuple[str, Mapping[str, str]], ...] = (),
 ) -> Workload | Skipped:
     """A kind of the kind table: its pod sets, each role's template annotations checked."""
     if row.synthesizer == "trainjob":
@@ -266,8 +276,17 @@ def _table_workload(
         pod_spec=first.spec if first else {},
         annotations=first.metadata.get("annotations") or {} if first else {},
         fallback_annotations={**own, **sets.extra_annotations},
+        fallback_fields=(
+            *(
+                [(", ".join(row.group_metadata), sets.extra_annotations)]
+                if sets.extra_annotations
+                else []
+            ),
+            *fields,
+        ),
         active_deadline_seconds=sets.deadline,
         long_running=sets.long_running,
+        no_deadline_field=sets.no_deadline_field,
         pod_sets=sets,
     )
 

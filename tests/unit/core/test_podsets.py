@@ -165,3 +165,47 @@ def test_job_parallelism_becomes_the_gang_check() -> None:
 @pytest.mark.parametrize("file", ["leaderworkerset.yaml", "mpijob.yaml", "tfjob.yaml"])
 def test_fitting_examples_fit(file: str) -> None:
     assert evaluate(example(file)).allowed
+
+
+@pytest.mark.parametrize("file", ["sparkapplication.yaml", "scheduledsparkapplication.yaml"])
+@pytest.mark.parametrize("require", [False, True])
+def test_spark_has_no_deadline_to_set_so_max_time_is_a_warning_saying_so(
+    file: str, require: bool
+) -> None:
+    limits = node_limits(
+        "a800x8", cpu=128, memory_mi=1031168, cards=8, nv=4, nodes=16, max_time="7-00:00:00"
+    )
+    d = evaluate(example(file), limits, policy.PolicySettings(require_deadline=require))
+    assert d.allowed, d.message
+    kind = example(file)["kind"]
+    assert list(d.warnings) == [
+        f'{kind} has no run-time limit to set, but resource group "a800x8" limits run time '
+        "to maxTime 7-00:00:00 (604800s)"
+    ]
+    assert not any("activeDeadlineSeconds" in w for w in d.warnings)
+
+
+def test_cronjob_group_on_its_job_template_metadata_is_named_there() -> None:
+    d = evaluate(example("cronjob-jobtemplate-annotation.yaml"))
+    assert (
+        "annotation nodelimits.io/resource-group is on the CronJob's spec.jobTemplate.metadata, "
+        "which its Jobs carry, not its pod template: its pods will not carry it"
+    ) in d.warnings
+    assert not any("own metadata" in w for w in d.warnings)
+
+
+def test_volcano_cronjob_group_on_its_job_template_metadata_is_named_there() -> None:
+    obj = example("volcano-cronjob.yaml", 1)
+    for task in obj["spec"]["jobTemplate"]["spec"]["tasks"]:
+        del task["template"]["metadata"]
+    obj["spec"]["jobTemplate"]["metadata"] = {"annotations": {GROUP: "a800x8"}}
+    d = evaluate(obj)
+    assert "task worker: nvidia.com/gpu 16 > 4 cards per node" in d.message
+    assert any("CronJob's spec.jobTemplate.metadata, which its Jobs carry" in w for w in d.warnings)
+
+
+def test_group_on_the_workloads_own_metadata_still_says_so() -> None:
+    obj = example("cronjob-jobtemplate-annotation.yaml")
+    obj["metadata"]["annotations"] = obj["spec"]["jobTemplate"].pop("metadata")["annotations"]
+    d = evaluate(obj)
+    assert any("is on the CronJob's own metadata, not its pod template" in w for w in d.warnings)
