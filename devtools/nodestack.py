@@ -30,6 +30,7 @@ __all__ = [
     "NodeStackError",
     "Simulator",
     "deploy_simulator",
+    "diagnose",
     "install",
     "probe_pod",
     "uninstall",
@@ -156,12 +157,39 @@ def install(
     until the apiserver's calls reach them."""
     chart_values = _merge(values(image, simulator), extra or {})
     verb = "upgrade" if upgrade else "install"
-    node.helm(
-        verb, RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
-        "--values", "-", "--wait", "--timeout", f"{INSTALL_TIMEOUT:.0f}s",
-        input=yaml.safe_dump(chart_values), timeout=INSTALL_TIMEOUT + 30,
-    )  # fmt: skip
+    try:
+        node.helm(
+            verb, RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+            "--values", "-", "--wait", "--timeout", f"{INSTALL_TIMEOUT:.0f}s",
+            input=yaml.safe_dump(chart_values), timeout=INSTALL_TIMEOUT + 30,
+        )  # fmt: skip
+    except CommandFailed as exc:
+        raise NodeStackError(
+            f"helm {verb} failed: {exc.stderr.strip()}\n{diagnose(node, RELEASE_NAMESPACE)}"
+        ) from exc
     wait_enforcing(node)
+
+
+def diagnose(node: RealNode, namespace: str, lines: int = 15) -> str:
+    """The namespace's pods, its last events and the log tail of every container that
+    restarted (its previous run: why it crashed) or is not ready."""
+    out = [node.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout]
+    events = node.kubectl("get", "events", "-n", namespace, check=False).stdout.splitlines()
+    out.append("\n".join(events[-lines:]))
+    listing = node.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False).stdout
+    for pod in json.loads(listing or '{"items": []}')["items"]:
+        name = pod["metadata"]["name"]
+        for status in pod.get("status", {}).get("containerStatuses", []):
+            if status.get("ready") and not status.get("restartCount"):
+                continue
+            previous = ["--previous"] if status.get("restartCount") else []
+            logs = node.kubectl(
+                "logs", "-n", namespace, name, "-c", status["name"], f"--tail={lines}",
+                *previous, check=False,
+            )  # fmt: skip
+            out.append(f"--- {name}/{status['name']} {' '.join(previous)} ---\n"
+                       f"{(logs.stdout or logs.stderr).rstrip()}")  # fmt: skip
+    return "\n".join(out)
 
 
 def uninstall(node: RealNode) -> None:
@@ -204,6 +232,6 @@ def _rollout(node: RealNode, namespace: str, what: str) -> None:
     try:
         node.kubectl("rollout", "status", what, "-n", namespace, "--timeout=120s", timeout=130)
     except CommandFailed as exc:
-        pods = node.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
-        events = node.kubectl("get", "events", "-n", namespace, check=False).stdout
-        raise NodeStackError(f"{what} in {namespace} not rolled out\n{pods}\n{events}") from exc
+        raise NodeStackError(
+            f"{what} in {namespace} not rolled out\n{diagnose(node, namespace)}"
+        ) from exc

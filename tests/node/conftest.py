@@ -64,8 +64,18 @@ class NodeSession:
     installed: bool = False
     extra_values: dict[str, Any] = field(default_factory=dict)
 
+    install_failed: str = ""
+    """Why the first install failed: later tests fail at once instead of waiting again."""
+
     def install(self, extra: dict[str, Any] | None = None, *, upgrade: bool = False) -> None:
-        nodestack.install(self.node, self.image, self.simulator, extra, upgrade=upgrade)
+        if self.install_failed and not upgrade:
+            pytest.fail(f"nodelimits could not be installed earlier: {self.install_failed}")
+        try:
+            nodestack.install(self.node, self.image, self.simulator, extra, upgrade=upgrade)
+        except nodestack.NodeStackError as exc:
+            if not upgrade:
+                self.install_failed = str(exc)
+            raise
         self.installed = True
 
     def uninstall(self) -> None:
