@@ -59,6 +59,45 @@ ROLE_NAMED = {
 """How each oversized example's denial names the role (beyond matching the offline check)."""
 
 
+TRAINER_ROW = {
+    "group": "example.com",
+    "version": "v1",
+    "kind": "Trainer",
+    "plural": "trainers",
+    "pod_sets": [
+        {
+            "each": "spec.roles[*]",
+            "role": "role",
+            "name": "$.name",
+            "count": [{"path": "replicas", "default": 1}],
+        }
+    ],
+}
+TRAINER_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "trainers.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"kind": "Trainer", "plural": "trainers", "singular": "trainer"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
 def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
 
@@ -132,8 +171,20 @@ def stack(
     installed: upstream_crds.CrdCache,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[SimulatorProcess, Webhook]]:
-    with running_stack(control_plane, workdir=tmp_path_factory.mktemp("kinds")) as running:
-        yield running
+    """nodelimits serving the built-in kinds and an operator's row (policy.workload_kinds),
+    its chart configuration rendered with the same row."""
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(TRAINER_CRD))
+    work = tmp_path_factory.mktemp("kinds")
+    simulator = SimulatorProcess(work).start()
+    settings = {"policy": {"workload_kinds": [TRAINER_ROW]}}
+    webhook = Webhook(work, control_plane, simulator, settings).start()
+    try:
+        webhook.register({"config.policy.workload_kinds": [TRAINER_ROW]})
+        yield simulator, webhook
+    finally:
+        webhook.unregister()
+        webhook.stop()
+        simulator.stop()
 
 
 def test_every_kind_of_the_table_has_an_example() -> None:
@@ -262,3 +313,33 @@ def test_a_crd_installed_after_nodelimits_started_is_served(
         assert expected in denied.stderr, denied.stderr
         accepted = apply(plane, fits)
         assert accepted.returncode == 0, accepted.stderr
+
+
+def _trainer(name: str, namespace: str, gpus: int) -> dict[str, Any]:
+    role = {
+        "name": "worker",
+        "replicas": 2,
+        "template": {
+            "metadata": {"annotations": {"nodelimits.io/resource-group": "a800x8"}},
+            "spec": {"containers": [container(cpu="8", memory="64Gi", gpu=gpus)]},
+        },
+    }
+    return {
+        "apiVersion": "example.com/v1",
+        "kind": "Trainer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"roles": [role]},
+    }
+
+
+def test_an_operators_kind_from_policy_workload_kinds_is_judged_online(
+    control_plane: ControlPlane, stack: tuple[SimulatorProcess, Webhook], namespace: str
+) -> None:
+    fits = apply(control_plane, _trainer("fits", namespace, 4))
+    assert fits.returncode == 0, fits.stderr
+    denied = apply(control_plane, _trainer("too-big", namespace, 8))
+    assert denied.returncode != 0
+    assert (
+        f"nodelimits: Trainer {namespace}/too-big does not fit one node of resource group "
+        '"a800x8" (gpu): role worker: nvidia.com/gpu 8 > 4 cards per node'
+    ) in denied.stderr, denied.stderr

@@ -43,7 +43,7 @@ from webhook.platform.errors import (
 )
 from webhook.platform.models import ErrorCode
 from webhook.review import ClaimSource, review_workload
-from webhook.serve.handlers import HANDLERS, HandlerSpec
+from webhook.serve.handlers import HANDLERS, HandlerSpec, served
 
 __all__ = [
     "HANDLERS",
@@ -385,12 +385,11 @@ HandlerFn = Callable[..., Awaitable[None]]
 
 
 def register(registry: kopf.OperatorRegistry, admission: Admission) -> list[HandlerSpec]:
-    """Register one kopf validating handler per enabled kind; returns what was registered."""
-    enabled = set(admission.settings.admission.kinds)
+    """Register one kopf validating handler per enabled kind (and operator kind-table row);
+    returns what was registered."""
+    settings = admission.settings
     registered: list[HandlerSpec] = []
-    for spec in HANDLERS:
-        if spec.kind not in enabled:
-            continue
+    for spec in served(settings.admission.kinds, settings.policy.workload_kinds):
         kopf.on.validate(
             spec.group,
             spec.version,

@@ -6,11 +6,12 @@ read from it; :func:`webhook.serve.admission.register` registers one kopf handle
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from webhook.core.kinds import BUILTIN_KINDS, KindRule
 
-__all__ = ["HANDLERS", "KIND_HANDLERS", "HandlerSpec", "table_handler"]
+__all__ = ["HANDLERS", "KIND_HANDLERS", "HandlerSpec", "served", "table_handler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +83,20 @@ KIND_HANDLERS: tuple[HandlerSpec, ...] = tuple(table_handler(r) for r in BUILTIN
 """The built-in kind table's webhooks (one per group, version and plural: MPIJob v1 and
 v2beta1 are two). A rule for a CRD that is not installed matches nothing: harmless."""
 HANDLERS = HANDLERS + KIND_HANDLERS
+
+
+def served(
+    kinds: Collection[str], workload_kinds: Iterable[KindRule] = ()
+) -> tuple[HandlerSpec, ...]:
+    """The webhooks one server registers: those of ``admission.kinds``, then one per operator
+    row of ``policy.workload_kinds`` (always served: configuring a row enables it) whose path
+    is not already there (a row replacing a built-in one keeps its webhook). The chart renders
+    the same rows into its configuration."""
+    out = [h for h in HANDLERS if h.kind in kinds]
+    ids = {h.id for h in out}
+    for row in workload_kinds:
+        handler = table_handler(row)
+        if handler.id not in ids:
+            out.append(handler)
+            ids.add(handler.id)
+    return tuple(out)

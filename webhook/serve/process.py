@@ -27,7 +27,8 @@ from webhook.config import Settings
 from webhook.kube import claim_source
 from webhook.metrics import Metrics
 from webhook.platform import build_limits_cache
-from webhook.serve.admission import DECISION_LOGGER, HANDLERS, Admission, register
+from webhook.serve.admission import DECISION_LOGGER, Admission, register
+from webhook.serve.handlers import served
 from webhook.serve.kopf_glue import (
     EphemeralMemories,
     SmartOperatorRegistry,
@@ -129,7 +130,9 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
     server = NodelimitsWebhookServer(
         state=state,
         metrics=metrics,
-        handlers={h.id: h for h in HANDLERS if h.kind in settings.admission.kinds},
+        handlers={
+            h.id: h for h in served(settings.admission.kinds, settings.policy.workload_kinds)
+        },
         limits=ServingLimits(
             max_review_bytes=s.max_review_bytes,
             header_timeout=s.header_timeout,
