@@ -112,5 +112,9 @@ def _check_object(spec: HandlerSpec, key: str, obj: Mapping[str, object]) -> Non
         raise WebhookError(
             f"{spec.path} checks {_api_version(spec)} {spec.object_kind}: request.{key} is {shown}"
         )
-    if not isinstance(obj.get("spec"), Mapping):  # `spec: null` read as an empty pod
+    if spec.object_kind == "PodTemplate" and spec.group == "":
+        # its pod is at `template` (optional in the API), and it has no spec at all
+        if not isinstance(obj.get("template", {}), Mapping):
+            raise WebhookError(f"AdmissionReview request.{key}.template must be an object")
+    elif not isinstance(obj.get("spec"), Mapping):  # `spec: null` read as an empty pod
         raise WebhookError(f"AdmissionReview request.{key}.spec must be an object")
