@@ -7,8 +7,8 @@ object's group and kind, and installs CRDs into a :class:`ControlPlane` (server-
 several are over the 256 KiB a client-side apply's annotation may hold), waiting until the
 apiserver serves them. No controller is needed to create their objects.
 
-A kind whose CRD is not in the cache is either documented in :data:`NOT_FETCHED` (its tests
-skip, saying why) or an error.
+A kind whose CRD is not in the cache is either documented in :data:`NOT_FETCHED` (its
+examples are judged offline, and the tests check the cache really lacks it) or an error.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ NOT_FETCHED: dict[tuple[str, str], tuple[str | None, str]] = {
     ),
 }
 """Kinds of the kind table whose CRDs the cache cannot hold: (the module fetch.sh must list
-in MISSING for the reason to hold, or None when no pin can have it; why). Their e2e tests
-skip with the reason; a kind missing from the cache and not explained here fails."""
+in MISSING for the reason to hold, or None when no pin can have it; why). Their examples are
+judged offline; a kind missing from the cache and not explained here fails."""
 
 
 class CrdsUnavailable(RuntimeError):

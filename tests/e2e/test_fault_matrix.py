@@ -181,16 +181,14 @@ def test_webhook_listener_speaks_tls_1_2_and_up_only(stacks: dict[str, fm.Stack]
     url = stacks["closed"].webhook.url
     assert _handshake(url, ssl.TLSVersion.TLSv1_2) == "ok"
     assert _handshake(url, ssl.TLSVersion.TLSv1_3) == "ok"
-    tried = 0
     for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
         outcome = _handshake(url, old)
         if outcome.startswith("client cannot") or "NO_PROTOCOLS_AVAILABLE" in outcome:
-            continue  # the local OpenSSL refuses to even offer it
-        tried += 1
+            # The local OpenSSL refuses to even offer it: nothing to send. The server's
+            # minimum version is still checked by tests/unit/serve/test_tls.py.
+            continue
         # Refused: a protocol-version alert, or the server closing the handshake.
         assert outcome != "ok", f"{old.name} handshake succeeded"
-    if not tried:
-        pytest.skip("the local OpenSSL cannot offer TLS 1.0/1.1 (the unit test still checks)")
 
 
 class _Trap:
