@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import subprocess
@@ -323,20 +324,20 @@ class TestPlatformDown:
 
     @pytest.fixture
     def make_stack(self, control_plane: ControlPlane, tmp_path: Path) -> Iterator[Any]:
-        started: list[tuple[SimulatorProcess, Webhook]] = []
+        with contextlib.ExitStack() as started:
 
-        def make(**settings: Any) -> tuple[SimulatorProcess, Webhook]:
-            simulator = SimulatorProcess(tmp_path).start()
-            webhook = Webhook(tmp_path, control_plane, simulator, settings).start()
-            webhook.register()
-            started.append((simulator, webhook))
-            return simulator, webhook
+            def make(**settings: Any) -> tuple[SimulatorProcess, Webhook]:
+                # Each stop is registered as soon as its process runs: a webhook that fails
+                # to start must not leave its simulator behind.
+                simulator = SimulatorProcess(tmp_path).start()
+                started.callback(simulator.stop)
+                webhook = Webhook(tmp_path, control_plane, simulator, settings).start()
+                started.callback(webhook.stop)
+                webhook.register()
+                started.callback(webhook.unregister)
+                return simulator, webhook
 
-        yield make
-        for simulator, webhook in started:
-            webhook.unregister()
-            webhook.stop()
-            simulator.stop()
+            yield make
 
     def test_closed_denies_when_the_platform_is_down(
         self, control_plane: ControlPlane, namespace: str, make_stack: Any
