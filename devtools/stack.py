@@ -126,6 +126,22 @@ class SimulatorProcess:
         if self._process:
             self._process.stop()
 
+    def platform_config(self, workdir: Path) -> dict[str, Any]:
+        """The ``platform`` settings of a nodelimits process that talks to this simulator
+        with its AK/SK account, the credentials written under ``workdir/credentials``."""
+        secrets_dir = workdir / "credentials"
+        secrets_dir.mkdir(exist_ok=True)
+        for name, value in SIM_ACCOUNT.items():
+            (secrets_dir / name).write_text(value)
+        return {
+            "base_url": self.url,
+            "center_url": self.url,
+            "aksk_url": self.url,
+            "token_source": "aksk",
+            "secret_dir": str(secrets_dir),
+            "cluster_id": "11112",
+        }
+
     def admin(self, method: str, path: str, payload: object = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
         req = urllib.request.Request(  # noqa: S310 - loopback http
@@ -180,20 +196,9 @@ class Webhook:
         return f"http://127.0.0.1:{self.metrics_port}"
 
     def config(self) -> dict[str, Any]:
-        secrets_dir = self.workdir / "credentials"
-        secrets_dir.mkdir(exist_ok=True)
-        for name, value in SIM_ACCOUNT.items():
-            (secrets_dir / name).write_text(value)
         base: dict[str, Any] = {
             "log_format": "json",
-            "platform": {
-                "base_url": self.simulator.url,
-                "center_url": self.simulator.url,
-                "aksk_url": self.simulator.url,
-                "token_source": "aksk",
-                "secret_dir": str(secrets_dir),
-                "cluster_id": "11112",
-            },
+            "platform": self.simulator.platform_config(self.workdir),
             "server": {
                 "host": "127.0.0.1",
                 "port": self.port,

@@ -21,7 +21,7 @@ import yaml
 
 from devtools import builders
 from devtools.controlplane import ControlPlane
-from devtools.stack import ROOT, SIM_ACCOUNT, SimulatorProcess
+from devtools.stack import ROOT, SimulatorProcess
 
 GROUP = "a800x8"
 A800 = {
@@ -66,19 +66,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorPro
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorProcess) -> Path:
     workdir = tmp_path_factory.mktemp("audit-config")
-    secrets = workdir / "credentials"
-    secrets.mkdir()
-    for name, value in SIM_ACCOUNT.items():
-        (secrets / name).write_text(value)
     config = {
-        "platform": {
-            "base_url": simulator.url,
-            "center_url": simulator.url,
-            "aksk_url": simulator.url,
-            "token_source": "aksk",
-            "secret_dir": str(secrets),
-            "cluster_id": "11112",
-        },
+        "platform": simulator.platform_config(workdir),
         "policy": {"workload_kinds": [CUSTOM_ROW]},
     }
     path = workdir / "config.yaml"

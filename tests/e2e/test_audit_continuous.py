@@ -26,7 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.controlplane import ControlPlane, free_port
-from devtools.stack import CHART, SIM_ACCOUNT, Process, SimulatorProcess
+from devtools.stack import CHART, Process, SimulatorProcess
 from tests.e2e.test_audit import A800, create, set_cards, workloads
 
 CRDS = CHART / "files" / "policyreport-crds.yaml"
@@ -48,19 +48,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorPro
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorProcess) -> Path:
     workdir = tmp_path_factory.mktemp("audit-c-config")
-    secrets = workdir / "credentials"
-    secrets.mkdir()
-    for name, value in SIM_ACCOUNT.items():
-        (secrets / name).write_text(value)
     config = {
-        "platform": {
-            "base_url": simulator.url,
-            "center_url": simulator.url,
-            "aksk_url": simulator.url,
-            "token_source": "aksk",
-            "secret_dir": str(secrets),
-            "cluster_id": "11112",
-        },
+        "platform": simulator.platform_config(workdir),
         "cache": {"ttl": 1.0},
         "log_level": "INFO",
     }
