@@ -28,7 +28,14 @@ from webhook.config import KubernetesSettings
 from webhook.core import dra
 from webhook.platform.errors import PlatformUnavailable
 
-__all__ = ["ApiserverClaims", "ClaimsUnavailable", "claim_source"]
+__all__ = [
+    "ApiserverClaims",
+    "ClaimsUnavailable",
+    "auth_headers",
+    "claim_source",
+    "in_cluster_url",
+    "ssl_context",
+]
 
 _PLURAL = {dra.TEMPLATE: "resourceclaimtemplates", dra.CLAIM: "resourceclaims"}
 _MISSING_TTL = 5.0
@@ -40,7 +47,8 @@ class ClaimsUnavailable(PlatformUnavailable):
     """The apiserver did not answer a claim lookup (network, timeout, 5xx, 401/403)."""
 
 
-def _in_cluster_url() -> str | None:
+def in_cluster_url() -> str | None:
+    """The apiserver's URL from the environment the kubelet gives every pod, or None."""
     host, port = (
         os.environ.get("KUBERNETES_SERVICE_HOST"),
         os.environ.get("KUBERNETES_SERVICE_PORT"),
@@ -49,6 +57,30 @@ def _in_cluster_url() -> str | None:
         return None
     host = f"[{host}]" if ":" in host else host
     return f"https://{host}:{port}"
+
+
+def ssl_context(settings: KubernetesSettings) -> ssl.SSLContext:
+    """TLS to the apiserver: its CA (the service account's when present), and the client
+    certificate when one is configured."""
+    ca = str(settings.ca_file) if settings.ca_file and settings.ca_file.exists() else None
+    context = ssl.create_default_context(cafile=ca)
+    if settings.client_cert_file:
+        key = str(settings.client_key_file) if settings.client_key_file else None
+        context.load_cert_chain(str(settings.client_cert_file), key)
+    return context
+
+
+def auth_headers(settings: KubernetesSettings) -> dict[str, str]:
+    """The bearer token header, unless a client certificate authenticates instead. Read on
+    every call: the kubelet rotates projected tokens."""
+    token_file = settings.token_file
+    if token_file is None or settings.client_cert_file:
+        return {}
+    try:
+        token = token_file.read_text().strip()
+    except OSError:
+        return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class ApiserverClaims:
@@ -69,26 +101,11 @@ class ApiserverClaims:
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            s = self.settings
-            ca = str(s.ca_file) if s.ca_file and s.ca_file.exists() else None
-            context = ssl.create_default_context(cafile=ca)
-            if s.client_cert_file:
-                key = str(s.client_key_file) if s.client_key_file else None
-                context.load_cert_chain(str(s.client_cert_file), key)
-            self._ssl = context
+            self._ssl = ssl_context(self.settings)
         return self._ssl
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        token_file = self.settings.token_file
-        if token_file is not None and not self.settings.client_cert_file:
-            try:  # re-read: the kubelet rotates projected tokens
-                token = token_file.read_text().strip()
-            except OSError:
-                token = ""
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-        return headers
+        return {"Accept": "application/json", **auth_headers(self.settings)}
 
     async def _get(self, namespace: str, ref: dra.ClaimRef) -> Mapping[str, Any] | None:
         key = (namespace, ref.kind, ref.name)
@@ -154,5 +171,5 @@ def claim_source(settings: KubernetesSettings) -> ApiserverClaims | None:
     ``api_url``, or with ``read_claims: false``."""
     if not settings.read_claims:
         return None
-    url = settings.api_url or _in_cluster_url()
+    url = settings.api_url or in_cluster_url()
     return ApiserverClaims(settings, url) if url else None

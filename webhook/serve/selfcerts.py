@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.config import SERVICE_ACCOUNT, CertificateSettings, KubernetesSettings, Settings
-from webhook.kube import _in_cluster_url
+from webhook.kube import auth_headers, in_cluster_url, ssl_context
 from webhook.metrics import Metrics
 
 __all__ = [
@@ -332,24 +332,15 @@ class _Apiserver:
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            s = self.settings
-            ca = str(s.ca_file) if s.ca_file and s.ca_file.exists() else None
-            context = ssl.create_default_context(cafile=ca)
-            if s.client_cert_file:
-                key = str(s.client_key_file) if s.client_key_file else None
-                context.load_cert_chain(str(s.client_cert_file), key)
-            self._ssl = context
+            self._ssl = ssl_context(self.settings)
         return self._ssl
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        token_file = self.settings.token_file
-        if token_file is not None and not self.settings.client_cert_file:
-            with contextlib.suppress(OSError):
-                token = token_file.read_text().strip()
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
-        return headers
+        return {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            **auth_headers(self.settings),
+        }
 
     async def call(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
@@ -430,7 +421,7 @@ class CertificateManager:
         self.cert = settings.certificates
         self.metrics = metrics
         self.clock = clock
-        url = settings.kubernetes.api_url or _in_cluster_url()
+        url = settings.kubernetes.api_url or in_cluster_url()
         if not url:
             raise SyncError(
                 "self-managed certificates need the apiserver: run in a cluster or set "
