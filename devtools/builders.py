@@ -162,6 +162,27 @@ def cronjob(job_obj: dict[str, Any], name: str = "nightly") -> dict[str, Any]:
     }
 
 
+def trainer_kind(**overrides: Any) -> dict[str, Any]:
+    """A ``policy.workload_kinds`` row for an operator's own CRD, ``Trainer``
+    (``example.com/v1``): one pod set per entry of ``spec.roles``, named by its ``name``,
+    ``replicas`` pods each (default 1)."""
+    row: dict[str, Any] = {
+        "group": "example.com",
+        "version": "v1",
+        "kind": "Trainer",
+        "plural": "trainers",
+        "pod_sets": [
+            {
+                "each": "spec.roles[*]",
+                "role": "role",
+                "name": "$.name",
+                "count": [{"path": "replicas", "default": 1}],
+            }
+        ],
+    }
+    return {**row, **overrides}
+
+
 def node_limits(
     group: str = "TeslaM40",
     *,

@@ -8,25 +8,13 @@ from typing import Any
 
 import pytest
 
+from devtools import builders
 from tests.chart.chart import ChartError
 from tests.chart.conftest import RenderFn
 from webhook.config import load_settings
 from webhook.serve.handlers import served
 
-TRAINER = {
-    "group": "example.com",
-    "version": "v1",
-    "kind": "Trainer",
-    "plural": "trainers",
-    "pod_sets": [
-        {
-            "each": "spec.roles[*]",
-            "role": "role",
-            "name": "$.name",
-            "count": [{"path": "replicas", "default": 1}],
-        }
-    ],
-}
+TRAINER = builders.trainer_kind()
 CLUSTER_SCOPED = {
     **TRAINER,
     "kind": "TrainerPool",

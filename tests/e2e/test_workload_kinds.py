@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools import builders
 from devtools import crds as upstream_crds
 from devtools.builders import container, pod
 from devtools.controlplane import ControlPlane
@@ -59,20 +60,7 @@ ROLE_NAMED = {
 """How each oversized example's denial names the role (beyond matching the offline check)."""
 
 
-TRAINER_ROW = {
-    "group": "example.com",
-    "version": "v1",
-    "kind": "Trainer",
-    "plural": "trainers",
-    "pod_sets": [
-        {
-            "each": "spec.roles[*]",
-            "role": "role",
-            "name": "$.name",
-            "count": [{"path": "replicas", "default": 1}],
-        }
-    ],
-}
+TRAINER_ROW = builders.trainer_kind()
 TRAINER_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
