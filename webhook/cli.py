@@ -12,42 +12,23 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
 
-from webhook.config import ConfigError, Settings, load_settings
+from webhook.audit.command import audit, audit_controller
+from webhook.commandline import (
+    CONTEXT_SETTINGS,
+    EXIT_ERROR,
+    EXIT_OK,
+    config_option,
+    fail,
+    judging_settings,
+    limits_source_options,
+    settings_from,
+)
 from webhook.serve.handlers import HANDLERS
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def fail(message: str) -> NoReturn:
-    """Print a one-line error and exit 2."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
-
-
-def settings_from(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(config, **overrides)
-    except ConfigError as exc:
-        for line in exc.problems:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(EXIT_ERROR)
-
-
-config_option = click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="NODELIMITS_CONFIG_FILE",
-    help="YAML settings file (same keys as the NODELIMITS_* environment).",
-)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -91,12 +72,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     metavar="PATH",
     help="Manifest file, directory (recursive: .yaml, .yml, .json) or - for stdin. Repeatable.",
 )
-@click.option(
-    "--limits-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Per-node limits of the resource groups (YAML or JSON; see `nodelimits limits --all`).",
-)
-@click.option("--live", is_flag=True, help="Read the limits from the platform's Open API.")
+@limits_source_options
 @click.option(
     "--resource-group",
     metavar="GROUP",
@@ -138,16 +114,11 @@ def check(
     from webhook.platform.errors import PlatformError
     from webhook.platform.static import LimitsFileError
 
-    if live == (limits_file is not None):
-        fail("give exactly one of --limits-file FILE or --live")
+    settings = judging_settings(config, limits_file, live)
     try:
         sources = expand_paths(paths)
     except ManifestError as exc:
         fail(str(exc))
-    settings = settings_from(config)
-    if limits_file is not None:  # the same cache as --live and serve, over the file
-        platform = settings.platform.model_copy(update={"limits_file": limits_file})
-        settings = settings.model_copy(update={"platform": platform})
     policy_settings = settings.policy
     if resource_group is not None:
         policy_settings = policy_settings.model_copy(update={"default_group": resource_group})
@@ -174,8 +145,6 @@ def check(
 
 
 # --- audit (webhook/audit/command.py) ------------------------------------------------------
-
-from webhook.audit.command import audit, audit_controller  # noqa: E402 - after the helpers
 
 main.add_command(audit)
 main.add_command(audit_controller)

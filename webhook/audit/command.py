@@ -4,13 +4,59 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
+from webhook.commandline import (
+    CONTEXT_SETTINGS,
+    EXIT_ERROR,
+    config_option,
+    fail,
+    judging_settings,
+    limits_source_options,
+)
+
 __all__ = ["audit", "audit_controller"]
 
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _cluster_options(command: _Command) -> _Command:
+    """What both audit commands read and how: namespace, selector, kinds, paging, and the
+    cluster (kubeconfig and context, else in-cluster credentials)."""
+    options = (
+        click.option("-n", "--namespace", metavar="NS", help="Only this namespace (default: all)."),
+        click.option(
+            "-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's -l."
+        ),
+        click.option(
+            "--kinds",
+            "kinds",
+            multiple=True,
+            metavar="KIND[,KIND]",
+            help="Only these kinds, named as admission.kinds names them (Pod, Job, "
+            "PyTorchJob.kubeflow.org, ...). Repeatable. Default: every kind nodelimits reads.",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(1, 10_000),
+            default=500,
+            show_default=True,
+            help="Objects per list page (limit/continue).",
+        ),
+        click.option(
+            "--kubeconfig",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Default: $KUBECONFIG, ~/.kube/config, else in-cluster credentials.",
+        ),
+        click.option("--context", "kube_context", metavar="NAME", help="kubeconfig context."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _kinds(values: tuple[str, ...]) -> list[str] | None:
@@ -18,23 +64,9 @@ def _kinds(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-@click.command("audit", context_settings=_CONTEXT)
-@click.option(
-    "--limits-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Per-node limits of the resource groups (YAML or JSON).",
-)
-@click.option("--live", is_flag=True, help="Read the limits from the platform's Open API.")
-@click.option("-n", "--namespace", metavar="NS", help="Only this namespace (default: all).")
-@click.option("-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's -l.")
-@click.option(
-    "--kinds",
-    "kinds",
-    multiple=True,
-    metavar="KIND[,KIND]",
-    help="Only these kinds, named as admission.kinds names them (Pod, Job, "
-    "PyTorchJob.kubeflow.org, ...). Repeatable. Default: every kind nodelimits reads.",
-)
+@click.command("audit", context_settings=CONTEXT_SETTINGS)
+@limits_source_options
+@_cluster_options
 @click.option(
     "--resource-group",
     metavar="GROUP",
@@ -49,26 +81,7 @@ def _kinds(values: tuple[str, ...]) -> list[str] | None:
     show_default=True,
     help="policyreport: a List of wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace.",
 )
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(1, 10_000),
-    default=500,
-    show_default=True,
-    help="Objects per list page (limit/continue).",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Default: $KUBECONFIG, ~/.kube/config, else in-cluster credentials.",
-)
-@click.option("--context", "kube_context", metavar="NAME", help="kubeconfig context.")
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="NODELIMITS_CONFIG_FILE",
-    help="YAML settings file (same keys as the NODELIMITS_* environment).",
-)
+@config_option
 def audit(
     limits_file: Path | None,
     live: bool,
@@ -102,18 +115,12 @@ def audit(
     from webhook.audit.cluster import KubeCluster
     from webhook.audit.reports import render
     from webhook.audit.scan import candidate_targets, run_audit
-    from webhook.cli import EXIT_ERROR, fail, settings_from
     from webhook.metrics import Metrics
     from webhook.platform import build_limits_cache
     from webhook.platform.errors import PlatformError
     from webhook.platform.static import LimitsFileError
 
-    if live == (limits_file is not None):
-        fail("give exactly one of --limits-file FILE or --live")
-    settings = settings_from(config)
-    if limits_file is not None:
-        platform = settings.platform.model_copy(update={"limits_file": limits_file})
-        settings = settings.model_copy(update={"platform": platform})
+    settings = judging_settings(config, limits_file, live)
     policy_settings = settings.policy
     if resource_group is not None:
         policy_settings = policy_settings.model_copy(update={"default_group": resource_group})
@@ -155,12 +162,9 @@ def audit(
     sys.exit(code)
 
 
-@click.command("audit-controller", context_settings=_CONTEXT)
-@click.option("--limits-file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--live", is_flag=True, help="Read the limits from the platform's Open API.")
-@click.option("-n", "--namespace", metavar="NS", help="Only this namespace (default: all).")
-@click.option("-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's -l.")
-@click.option("--kinds", "kinds", multiple=True, metavar="KIND[,KIND]", help="As audit's.")
+@click.command("audit-controller", context_settings=CONTEXT_SETTINGS)
+@limits_source_options
+@_cluster_options
 @click.option(
     "--interval",
     type=click.FloatRange(1),
@@ -189,16 +193,7 @@ def audit(
 @click.option("--lease-duration", type=click.FloatRange(1), default=15.0, show_default=True)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)  # noqa: S104
-@click.option("--chunk-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
-@click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--context", "kube_context", metavar="NAME")
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="NODELIMITS_CONFIG_FILE",
-    help="YAML settings file (same keys as the NODELIMITS_* environment).",
-)
+@config_option
 def audit_controller(
     limits_file: Path | None,
     live: bool,
@@ -233,16 +228,10 @@ def audit_controller(
     from webhook.audit.cluster import KubeCluster
     from webhook.audit.controller import AuditController, ControllerOptions, metrics_app
     from webhook.audit.scan import candidate_targets
-    from webhook.cli import fail, settings_from
     from webhook.metrics import Metrics
     from webhook.platform import build_limits_cache
 
-    if live == (limits_file is not None):
-        fail("give exactly one of --limits-file FILE or --live")
-    settings = settings_from(config)
-    if limits_file is not None:
-        platform = settings.platform.model_copy(update={"limits_file": limits_file})
-        settings = settings.model_copy(update={"platform": platform})
+    settings = judging_settings(config, limits_file, live)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
