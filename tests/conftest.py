@@ -71,8 +71,9 @@ def pytest_runtest_makereport(
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Resolve (and if needed build) the binaries once, only if tests needing them run."""
-    if not any(_needs_testbin(item) for item in session.items):
+    """Resolve (and if needed build) the binaries once, only if tests needing them run:
+    those marked testbin here or by their own directory's conftest (node, release, oracle)."""
+    if not any(item.get_closest_marker("testbin") for item in session.items):
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     # The first build runs for many minutes: let its progress reach the terminal.

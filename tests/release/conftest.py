@@ -12,17 +12,16 @@ minutes cold plus the base image when it must be made with debootstrap).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devtools.controlplane import ControlPlane, TestbinUnavailable, find_bin_dir
+from devtools.controlplane import ControlPlane
 from devtools.image import Built, ImageUnavailable, Podman, build_image
 from devtools.stack import SimulatorProcess
-from tests.conftest import _TESTBIN, ENV_REQUIRE, required
+from tests.conftest import ENV_REQUIRE, required
 
 HERE = Path(__file__).parent
 IMAGE_TESTS = ("test_image.py", "test_registry.py")
@@ -41,23 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.image)
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.testbin)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """tests/conftest.py resolves the testbin for tests/e2e and tests/chart; do the same
-    (building it if need be, outside any test's timeout) when only tests here need it."""
-    if session.stash.get(_TESTBIN, None) is not None:
-        return
-    if not any(
-        HERE in item.path.parents and item.get_closest_marker("testbin") for item in session.items
-    ):
-        return
-    capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        try:
-            session.stash[_TESTBIN] = find_bin_dir()
-        except TestbinUnavailable as exc:
-            session.stash[_TESTBIN] = exc
 
 
 def unavailable(exc: ImageUnavailable) -> None:
