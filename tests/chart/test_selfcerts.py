@@ -1,6 +1,6 @@
-"""certificates.mode selfManaged, the default: nothing random rendered (GitOps-stable),
-the server told where to keep its certificates, RBAC limited to the two objects it keeps.
-What the server does with them runs on the control plane: tests/e2e/test_selfcerts.py."""
+"""certificates.mode selfManaged (opt-in: the default stays builtin until the server's side
+has its control-plane test): nothing random rendered (GitOps-stable), the server told where
+to keep its certificates, RBAC limited to the two objects it keeps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from webhook.config import CertificateSettings
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "nodelimits"
 SERVICE = f"{RELEASE}-nodelimits"
+SELF_MANAGED = {"certificates": {"mode": "selfManaged"}}
+
+
+def self_managed(values: dict | None = None) -> dict:
+    """``values`` with ``certificates.mode: selfManaged`` (the default is builtin)."""
+    values = dict(values or {})
+    certificates = {**values.get("certificates", {}), "mode": "selfManaged"}
+    return {**values, "certificates": certificates}
 
 
 def template(helm: Path, tmp_path: Path, values: dict | None = None) -> str:
@@ -29,6 +37,7 @@ def template(helm: Path, tmp_path: Path, values: dict | None = None) -> str:
 )
 def test_helm_template_twice_is_identical(helm: Path, tmp_path: Path, values: dict | None):
     """What Argo CD and Flux render: a second run must not differ (no genCA, no now)."""
+    values = self_managed(values)
     first, second = template(helm, tmp_path, values), template(helm, tmp_path, values)
     assert first == second
     assert "BEGIN CERTIFICATE" not in first
@@ -42,7 +51,7 @@ def test_builtin_mode_is_what_differed(helm: Path, tmp_path: Path):
 
 
 def test_the_secret_is_rendered_empty_and_never_mounted(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(SELF_MANAGED)
     secret = rendered.one("Secret", "-certs")
     assert "data" not in secret
     assert "stringData" not in secret
@@ -56,7 +65,7 @@ def test_the_secret_is_rendered_empty_and_never_mounted(render_chart: RenderFn):
 
 
 def test_the_server_is_told_its_secret_configuration_and_names(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(SELF_MANAGED)
     cert = CertificateSettings(**rendered.config["certificates"])  # loads as the server does
     assert cert.self_managed
     assert cert.secret_name == rendered.one("Secret", "-certs")["metadata"]["name"]
@@ -71,7 +80,7 @@ def test_the_server_is_told_its_secret_configuration_and_names(render_chart: Ren
 
 
 def test_rbac_is_get_and_update_of_exactly_its_two_objects(render_chart: RenderFn):
-    rendered = render_chart()
+    rendered = render_chart(SELF_MANAGED)
     role = rendered.one("Role", "-certs")
     assert role["rules"] == [
         {
@@ -127,4 +136,4 @@ def test_out_of_cluster_mode_renders_no_self_managed_objects(render_chart: Rende
 )
 def test_disordered_lifetimes_are_refused(render_chart: RenderFn, values: dict, message: str):
     with pytest.raises(ChartError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        render_chart({"certificates": {"selfManaged": values}})
+        render_chart(self_managed({"certificates": {"selfManaged": values}}))
