@@ -17,6 +17,7 @@ import pytest
 
 from devtools.controlplane import ControlPlane
 from tests.chart.chart import CHART
+from webhook.serve.handlers import HANDLERS
 
 
 def get(plane: ControlPlane, *args: str) -> dict[str, Any]:
@@ -65,10 +66,10 @@ def test_install_creates_every_object_and_prints_how_to_check(
     for kind in ("deployment", "service", "serviceaccount", "configmap", "poddisruptionbudget"):
         assert exists(control_plane, kind, name, "-n", namespace), kind
     vwc = get(control_plane, "validatingwebhookconfiguration", name)
+    # Every kind is enabled by default: one webhook per handler, in the server's order.
     assert [h["clientConfig"]["service"]["path"] for h in vwc["webhooks"]] == [
-        "/pods", "/pods-resize", "/jobs", "/cronjobs",
-        "/deployments", "/statefulsets", "/daemonsets", "/replicasets",
-    ]  # fmt: skip
+        h.path for h in HANDLERS
+    ]
     assert all(h["matchConditions"] for h in vwc["webhooks"])  # accepted: the CEL compiled
     assert f"kubectl -n {namespace} rollout status deployment/{name}" in notes
     assert "--dry-run=server" in notes
