@@ -140,15 +140,20 @@ def workload(
     group: str | None = "TeslaM40",
     name: str = "w",
 ) -> dict[str, Any]:
-    """A Deployment / StatefulSet / DaemonSet / ReplicaSet / ReplicationController."""
-    spec: dict[str, Any] = {"template": template(pod_spec(*containers), group_annotations(group))}
+    """A Deployment / StatefulSet / DaemonSet / ReplicaSet / ReplicationController, or a
+    PodTemplate (whose pod is at ``template``: it has no spec)."""
+    pod_template = template(pod_spec(*containers), group_annotations(group))
+    meta = {"name": name, "namespace": "team-a"}
+    if kind == "PodTemplate":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "template": pod_template}
+    spec: dict[str, Any] = {"template": pod_template}
     if replicas is not None:
         spec["replicas"] = replicas
     api = "v1" if kind == "ReplicationController" else "apps/v1"
     return {
         "apiVersion": api,
         "kind": kind,
-        "metadata": {"name": name, "namespace": "team-a"},
+        "metadata": meta,
         "spec": spec,
     }
 

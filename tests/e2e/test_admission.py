@@ -17,13 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from devtools.builders import container, job, pod
+from devtools import examples
+from devtools.builders import container, cronjob, job, pod, workload
 from devtools.controlplane import ControlPlane
 from devtools.reviews import admission_review
 from devtools.stack import SimulatorProcess, Webhook
+from webhook.serve.handlers import HANDLERS, HandlerSpec
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
-LIMITS = EXAMPLES.parent / "limits.yaml"
+BUILT_IN_EXAMPLES = examples.built_in_files()
+"""The examples this plain control plane can apply (no CRDs); tests/e2e/test_workload_kinds.py
+applies the others with their CRDs installed."""
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +146,17 @@ def test_server_dry_run_gives_the_same_verdict_and_creates_nothing(
 def test_examples_get_the_same_verdicts_as_nodelimits_check(
     control_plane: ControlPlane, webhook: Webhook
 ) -> None:
-    """The apiserver's verdict on every example equals the offline `nodelimits check`'s."""
+    """The apiserver's verdict on every built-in-kind example equals the offline check's."""
+    files = [arg for path in BUILT_IN_EXAMPLES for arg in ("-f", str(path))]
     offline = subprocess.run(
         [
             sys.executable,
             "-m",
             "webhook",
             "check",
-            "-f",
-            str(EXAMPLES),
+            *files,
             "--limits-file",
-            str(LIMITS),
+            str(examples.LIMITS_FILE),
             "--output",
             "json",
         ],
@@ -165,7 +168,7 @@ def test_examples_get_the_same_verdicts_as_nodelimits_check(
     report = json.loads(offline.stdout)
     for namespace in {r["namespace"] for r in report["results"]}:
         control_plane.kubectl("create", "namespace", namespace, check=False)
-    online = control_plane.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES), check=False)
+    online = control_plane.kubectl("apply", "--dry-run=server", *files, check=False)
     assert report["summary"]["rejected"] >= 4
     for result in report["results"]:
         if result["allowed"]:
@@ -266,51 +269,53 @@ def _post(webhook: Webhook, url: str, payload: object) -> tuple[int, Any]:
 
 
 def _oversized(kind: str) -> dict[str, Any]:
-    base = job(container(cpu="999"))
+    big = container(cpu="999")
     if kind == "Pod":
-        return pod(container(cpu="999"))
+        return pod(big)
     if kind == "Job":
-        return base
+        return job(big)
     if kind == "CronJob":
-        return {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "c", "namespace": "team-a"},
-            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": base["spec"]}},
-        }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": {"name": "w", "namespace": "team-a"},
-        "spec": {"template": base["spec"]["template"]},
-    }
+        return cronjob(job(big))
+    return workload(kind, big)
+
+
+def _oversized_of(spec: HandlerSpec) -> dict[str, Any]:
+    """An object of the handler's kind that does not fit its group: built for the built-in
+    kinds, the too-big document of the kind's example for the kind table's."""
+    if "." not in spec.kind:
+        return _oversized(spec.kind)
+    too_big = examples.documents(KIND_EXAMPLES[(spec.group, spec.object_kind)])[-1]
+    assert too_big["metadata"]["name"].endswith("too-big"), too_big["metadata"]
+    return too_big
+
+
+KIND_EXAMPLES = examples.files_by_kind()
+UNJUDGED = {"TrainJob.trainer.kubeflow.org"}
+"""Kind-table rows whose objects are skipped for now (a TrainJob's pods come from its runtime,
+not read yet): their path is served and allows, with the reason in a warning."""
 
 
 def test_every_configured_path_reaches_a_handler(webhook: Webhook) -> None:
     """kopf ALLOWS a request to an unknown path: every path in the chart must be served."""
     configuration = yaml.safe_load(webhook.render_configuration())
     hooks = configuration["webhooks"]
-    assert len(hooks) == 8
+    by_path = {spec.path: spec for spec in HANDLERS}
+    assert {hook["clientConfig"]["url"].removeprefix(webhook.url) for hook in hooks} == set(by_path)
     for hook in hooks:
-        rule = hook["rules"][0]
-        resource = rule["resources"][0]
-        plural, _, sub = resource.partition("/")
-        kind = {
-            "pods": "Pod",
-            "jobs": "Job",
-            "cronjobs": "CronJob",
-            "deployments": "Deployment",
-            "statefulsets": "StatefulSet",
-            "daemonsets": "DaemonSet",
-            "replicasets": "ReplicaSet",
-        }[plural]
-        operation = rule["operations"][0]
-        review = _review(str(uuid.uuid4()), _oversized(kind), operation, sub or None)
-        review["request"]["resource"]["resource"] = plural
+        spec = by_path[hook["clientConfig"]["url"].removeprefix(webhook.url)]
+        if spec.kind in UNJUDGED:
+            continue
+        operation = sorted(spec.operations)[0]
+        review = _review(str(uuid.uuid4()), _oversized_of(spec), operation, spec.subresource)
+        review["request"]["resource"] = {
+            "group": spec.group,
+            "version": spec.version,
+            "resource": spec.plural,
+        }
         status, body = _post(webhook, hook["clientConfig"]["url"], review)
         assert status == 200, (hook["name"], body)
         assert body["response"]["allowed"] is False, (hook["name"], body)
-        assert "cpu 999 > 40 cores per node" in body["response"]["status"]["message"]
+        assert "nodelimits: " in body["response"]["status"]["message"], (hook["name"], body)
 
 
 def test_unknown_path_is_an_error_not_a_silent_allow(webhook: Webhook) -> None:

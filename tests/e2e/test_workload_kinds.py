@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from devtools import builders
+from devtools import builders, examples
 from devtools import crds as upstream_crds
 from devtools.builders import container, pod
 from devtools.controlplane import ControlPlane
@@ -29,8 +28,6 @@ from webhook.core.kinds import BUILTIN_KINDS
 from webhook.serve.handlers import KIND_HANDLERS
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "manifests"
-LIMITS = ROOT / "examples" / "limits.yaml"
 TABLE_KINDS = {(row.group, row.kind) for row in BUILTIN_KINDS}
 NOT_JUDGED = {("trainer.kubeflow.org", "TrainJob")}
 """Rows that skip their objects for now (a TrainJob's pods come from its runtime, which is
@@ -86,35 +83,16 @@ TRAINER_CRD = {
 }
 
 
-def _docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-
-
 def _group_version(api_version: str) -> tuple[str, str]:
     group, _, version = api_version.rpartition("/")
     return group, version
 
 
-def _table_examples() -> list[Path]:
-    out = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs = _docs(path)
-        if docs and all(
-            (_group_version(d["apiVersion"])[0], d["kind"]) in TABLE_KINDS for d in docs
-        ):
-            out.append(path)
-    return out
-
-
-def _kind_of(path: Path) -> tuple[str, str]:
-    first = _docs(path)[0]
-    return _group_version(first["apiVersion"])[0], first["kind"]
-
-
-EXAMPLE_FILES = _table_examples()
-WITH_CRD = [p for p in EXAMPLE_FILES if _kind_of(p) not in upstream_crds.NOT_FETCHED]
+KIND_FILES = {k: p for k, p in examples.files_by_kind().items() if k in TABLE_KINDS}
+EXAMPLE_FILES = sorted(KIND_FILES.values())
+WITH_CRD = [p for k, p in sorted(KIND_FILES.items()) if k not in upstream_crds.NOT_FETCHED]
 """Examples whose CRD the cache holds: applied through the apiserver."""
-WITHOUT_CRD = [p for p in EXAMPLE_FILES if _kind_of(p) in upstream_crds.NOT_FETCHED]
+WITHOUT_CRD = [p for k, p in sorted(KIND_FILES.items()) if k in upstream_crds.NOT_FETCHED]
 """Examples of kinds documented in devtools.crds.NOT_FETCHED: the cache must really lack
 their CRDs (else the list is stale), and they are judged offline instead of skipped."""
 
@@ -137,7 +115,7 @@ def offline_message(obj: dict[str, Any]) -> str:
             "webhook",
             "check",
             "--limits-file",
-            str(LIMITS),
+            str(examples.LIMITS_FILE),
             "-f",
             "-",
             "-o",
@@ -186,17 +164,14 @@ def stack(
 
 
 def test_every_kind_of_the_table_has_an_example() -> None:
-    covered = {
-        (_group_version(d["apiVersion"])[0], d["kind"]) for p in EXAMPLE_FILES for d in _docs(p)
-    }
-    assert covered == TABLE_KINDS - NOT_JUDGED
+    assert set(KIND_FILES) == TABLE_KINDS - NOT_JUDGED
 
 
 @pytest.mark.parametrize("example", WITHOUT_CRD, ids=lambda p: p.stem)
 def test_a_kind_without_a_crd_is_documented_absent_and_judged_offline(
     example: Path, installed: upstream_crds.CrdCache
 ) -> None:
-    fits, too_big = _docs(example)
+    fits, too_big = examples.documents(example)
     group, version = _group_version(fits["apiVersion"])
     assert installed.find(group, fits["kind"], version) is None, (
         f"{fits['kind']}.{group} is in the cache now: drop it from devtools.crds.NOT_FETCHED"
@@ -213,7 +188,7 @@ def test_fitting_is_accepted_and_oversized_denied_naming_the_role(
     stack: tuple[SimulatorProcess, Webhook],
     namespace: str,
 ) -> None:
-    fits, too_big = _docs(example)
+    fits, too_big = examples.documents(example)
     group, version = _group_version(fits["apiVersion"])
     crd = installed.find(group, fits["kind"], version)
     if crd is None:
@@ -308,7 +283,7 @@ def test_a_crd_installed_after_nodelimits_started_is_served(
 ) -> None:
     """kopf discovers resources once, at start: a CRD installed later must still be judged
     (not answered with a 404, which failurePolicy Fail turns into a denial of everything)."""
-    fits, too_big = _docs(EXAMPLES / "pytorchjob.yaml")
+    fits, too_big = examples.documents(examples.MANIFESTS / "pytorchjob.yaml")
     crd = crds.find("kubeflow.org", "PyTorchJob", "v1")
     assert crd is not None, crds
     with ControlPlane(testbin) as plane, running_stack(plane, workdir=tmp_path):

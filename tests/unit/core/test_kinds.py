@@ -3,25 +3,16 @@ hostile objects named by field, operator rows validated at start."""
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
+from devtools.examples import example
 from webhook.core import kinds, paths
 from webhook.core.fields import InvalidObject
 from webhook.core.policy import PolicySettings
 from webhook.core.workloads import Skipped, Workload, workload_of
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "manifests"
-
-
-def example(file: str, index: int = 0) -> dict[str, Any]:
-    docs = list(yaml.safe_load_all((EXAMPLES / file).read_text()))
-    return copy.deepcopy(docs[index])
 
 
 def roles(obj: dict[str, Any]) -> list[tuple[str, int]]:

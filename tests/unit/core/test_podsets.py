@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devtools.builders import node_limits
+from devtools.examples import example
 from webhook.core import policy
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.core.workloads import Workload, workload_of
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "manifests"
 GPU = AcceleratorType.GPU
 GROUP = "nodelimits.io/resource-group"
-
-
-def example(file: str, index: int = 0) -> dict[str, Any]:
-    return copy.deepcopy(list(yaml.safe_load_all((EXAMPLES / file).read_text()))[index])
 
 
 def evaluate(
