@@ -41,8 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "node: runs on the real node (devtools/realnode.py)")
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: before `-m` deselects, so `-m "not testbin"` (make test-fast) sees the marks
+    # and never starts the node build; deselecting keeps the order set here.
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.node)
@@ -127,10 +129,13 @@ def node_session(request: pytest.FixtureRequest) -> Iterator[NodeSession]:
         _skip_or_fail(prepared)
     image = prepared.image
     node = realnode.RealNode(prepared.bin_dir, images=[prepared.busybox, image])
-    before = node.snapshot()
     node.start()
     request.session.stash[_NODE] = node
+    # taken by start() after it undid what a killed earlier run left (its state file says
+    # what to restore): the machine as this run found it, not that run's leftovers
+    before = node.before
     try:
+        assert before is not None
         groups = yaml.safe_load(EXAMPLE_LIMITS.read_text())["resourceGroups"]
         simulator = nodestack.deploy_simulator(node, image, [*groups, node.node_group()])
         yield NodeSession(node, image, simulator, before)
