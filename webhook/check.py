@@ -15,7 +15,7 @@ from webhook.core.resources import InvalidQuantity
 from webhook.core.workloads import InvalidObject, display_name
 from webhook.manifests import Document, ManifestError, read_documents
 from webhook.platform.cache import LimitsCache
-from webhook.review import FileClaims, review
+from webhook.review import FileClaims, FileRuntimes, review
 
 __all__ = ["CheckReport", "Result", "run_check"]
 
@@ -65,15 +65,22 @@ async def run_check(
     sources: Iterable[str], settings: PolicySettings, limits: LimitsCache
 ) -> CheckReport:
     report = CheckReport()
-    # Read everything first: a pod may name a ResourceClaimTemplate from a later file.
-    items = [item for source in sources for item in read_documents(source)]
-    claims = FileClaims(i.obj for i in items if not isinstance(i, ManifestError))
+    # Read everything first: a pod may name a ResourceClaimTemplate, a TrainJob its
+    # training runtime, from a later file.
+    items: list[Document | ManifestError] = []
+    for source in sources:
+        read = list(read_documents(source))
+        # kubectl: "no objects passed to apply". An empty file must not pass CI either.
+        items += read or [ManifestError(f"{source}: no objects in it")]
+    objects = [i.obj for i in items if not isinstance(i, ManifestError)]
+    claims = FileClaims(objects)
+    runtimes = FileRuntimes(objects)
     for item in items:
         if isinstance(item, ManifestError):
             report.errors.append(str(item))
             continue
         try:
-            reviewed = await review(item.obj, settings, limits, claims)
+            reviewed = await review(item.obj, settings, limits, claims, runtimes)
         except (InvalidObject, InvalidQuantity) as exc:
             report.errors.append(f"{item.where}{_subject(item)}: {exc}")
             continue

@@ -1,10 +1,13 @@
-"""Reading a pod's ResourceClaimTemplates/ResourceClaims from the apiserver (DRA), cached.
+"""Reading what a checked object names from the apiserver, cached: a pod's
+ResourceClaimTemplates/ResourceClaims (DRA) and a TrainJob's (Cluster)TrainingRuntime.
 
-The webhook's one read of Kubernetes: ``GET`` of the claims a checked pod names, in its
+The webhook's only reads of Kubernetes: ``GET`` of the claims a checked pod names, in its
 namespace (RBAC: ``get`` on ``resourceclaimtemplates`` and ``resourceclaims`` of
-``resource.k8s.io``, nothing else). Each answer is reused for ``kubernetes.claims_ttl``
-(a 404 for at most 5 s, so a template created right after its Job is seen soon), in a
-bounded cache. The review's own time budget bounds every lookup (the caller's
+``resource.k8s.io``), and of the training runtime a TrainJob names (``get`` on
+``clustertrainingruntimes`` and ``trainingruntimes`` of ``trainer.kubeflow.org``, granted
+only while the TrainJob kind is enabled); nothing else. Each answer is reused for
+``kubernetes.claims_ttl`` (a 404 for at most 5 s, so a template created right after its Job
+is seen soon), in one bounded cache. The review's own time budget bounds every lookup (the caller's
 ``asyncio.timeout``); a failed lookup raises :class:`ClaimsUnavailable`, a
 :class:`~webhook.platform.errors.PlatformUnavailable`, so the configured failure mode
 decides, as for a platform outage.
@@ -25,26 +28,37 @@ from urllib.parse import quote
 import aiohttp
 
 from webhook.config import KubernetesSettings
-from webhook.core import dra
+from webhook.core import dra, trainjob
 from webhook.platform.errors import PlatformUnavailable
 
 __all__ = [
     "ApiserverClaims",
     "ClaimsUnavailable",
+    "RuntimeUnavailable",
     "auth_headers",
     "claim_source",
     "in_cluster_url",
+    "runtime_source",
     "ssl_context",
 ]
 
 _PLURAL = {dra.TEMPLATE: "resourceclaimtemplates", dra.CLAIM: "resourceclaims"}
+_RUNTIME_PLURAL = {
+    trainjob.CLUSTER_RUNTIME: "clustertrainingruntimes",
+    trainjob.NAMESPACED_RUNTIME: "trainingruntimes",
+}
+_RUNTIME_VERSION = "v1alpha1"
 _MISSING_TTL = 5.0
 _MAX_BODY = 1 << 20  # a claim is small; anything larger is not one
 _Entry = tuple[float, Mapping[str, Any] | None]
 
 
 class ClaimsUnavailable(PlatformUnavailable):
-    """The apiserver did not answer a claim lookup (network, timeout, 5xx, 401/403)."""
+    """The apiserver did not answer a lookup (network, timeout, 5xx, 401/403)."""
+
+
+class RuntimeUnavailable(ClaimsUnavailable):
+    """The apiserver did not answer a TrainJob's training-runtime lookup."""
 
 
 def in_cluster_url() -> str | None:
@@ -108,7 +122,21 @@ class ApiserverClaims:
         return {"Accept": "application/json", **auth_headers(self.settings)}
 
     async def _get(self, namespace: str, ref: dra.ClaimRef) -> Mapping[str, Any] | None:
-        key = (namespace, ref.kind, ref.name)
+        path = (
+            f"/apis/resource.k8s.io/v1/namespaces/{quote(namespace, safe='')}"
+            f"/{_PLURAL[ref.kind]}/{quote(ref.name, safe='')}"
+        )
+        what = f"{ref.kind} {namespace}/{ref.name}"
+        return await self._read((namespace, ref.kind, ref.name), path, what, ClaimsUnavailable)
+
+    async def _read(
+        self,
+        key: tuple[str, str, str],
+        path: str,
+        what: str,
+        error: type[ClaimsUnavailable],
+    ) -> Mapping[str, Any] | None:
+        """``GET path`` (None on a 404), through the cache."""
         now = self._clock()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
@@ -116,21 +144,19 @@ class ApiserverClaims:
             return cached[1]
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
-        url = (
-            f"{self.base_url}/apis/resource.k8s.io/v1/namespaces/{quote(namespace, safe='')}"
-            f"/{_PLURAL[ref.kind]}/{quote(ref.name, safe='')}"
-        )
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with self._session.get(
-                url, headers=self._headers(), ssl=self._context(), timeout=timeout
+                f"{self.base_url}{path}",
+                headers=self._headers(),
+                ssl=self._context(),
+                timeout=timeout,
             ) as response:
                 status = response.status
                 body = await response.content.read(_MAX_BODY + 1)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
-            raise ClaimsUnavailable(
-                f"cannot read {ref.kind} {namespace}/{ref.name} from the apiserver: "
-                f"{type(exc).__name__}: {exc}"
+            raise error(
+                f"cannot read {what} from the apiserver: {type(exc).__name__}: {exc}"
             ) from exc
         if status == 404:
             value: Mapping[str, Any] | None = None
@@ -139,20 +165,32 @@ class ApiserverClaims:
             try:
                 decoded = json.loads(body)
             except ValueError as exc:
-                raise ClaimsUnavailable(f"{ref.kind} {ref.name}: not JSON") from exc
+                raise error(f"{what}: not JSON") from exc
             if not isinstance(decoded, dict):
-                raise ClaimsUnavailable(f"{ref.kind} {ref.name}: not an object")
+                raise error(f"{what}: not an object")
             value, ttl = decoded, self.settings.claims_ttl
         else:
-            hint = " (RBAC: get on resource.k8s.io claims?)" if status in (401, 403) else ""
-            raise ClaimsUnavailable(
-                f"cannot read {ref.kind} {namespace}/{ref.name}: HTTP {status}{hint}"
-            )
+            group = path.split("/")[2]
+            hint = f" (RBAC: get on {group} {path.split('/')[-2]}?)" if status in (401, 403) else ""
+            raise error(f"cannot read {what}: HTTP {status}{hint}")
         self._cache[key] = (now + ttl, value)
         self._cache.move_to_end(key)
         while len(self._cache) > self.settings.max_cached_claims:
             self._cache.popitem(last=False)
         return value
+
+    async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
+        """A :class:`webhook.review.RuntimeSource`: the training runtime ``ref`` names."""
+        plural = _RUNTIME_PLURAL[ref.kind]
+        where = f"/namespaces/{quote(ref.namespace, safe='')}" if ref.namespace else ""
+        path = (
+            f"/apis/{trainjob.GROUP}/{_RUNTIME_VERSION}{where}/{plural}/{quote(ref.name, safe='')}"
+        )
+        key = (ref.namespace, ref.kind, ref.name)  # a claim's layout; kinds tell them apart
+        got = await self._read(key, path, ref.shown, RuntimeUnavailable)
+        if got is None:
+            return trainjob.Runtimes(missing=frozenset({ref.key}))
+        return trainjob.Runtimes(found={ref.key: got})
 
     async def claims(self, namespace: str, refs: tuple[dra.ClaimRef, ...]) -> dra.Claims:
         unique = list(dict.fromkeys(refs))
@@ -164,6 +202,18 @@ class ApiserverClaims:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def runtime_source(
+    settings: KubernetesSettings, claims: ApiserverClaims | None = None
+) -> ApiserverClaims | None:
+    """Where TrainJobs' training runtimes are read: the claims' reader when there is one
+    (one cache, one session), else the apiserver when one is known; None outside a cluster
+    without ``api_url`` (TrainJobs are then skipped, saying why)."""
+    if claims is not None:
+        return claims
+    url = settings.api_url or in_cluster_url()
+    return ApiserverClaims(settings, url) if url else None
 
 
 def claim_source(settings: KubernetesSettings) -> ApiserverClaims | None:

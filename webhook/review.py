@@ -15,13 +15,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.core import dra, policy, workloads
+from webhook.core import dra, kinds, policy, trainjob, workloads
 from webhook.core.limits import AcceleratorType
 from webhook.core.policy import PolicySettings
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import UnknownResourceGroup
 
-__all__ = ["ClaimSource", "FileClaims", "Review", "review", "review_workload"]
+__all__ = [
+    "ClaimSource",
+    "FileClaims",
+    "FileRuntimes",
+    "Review",
+    "RuntimeSource",
+    "read_runtimes",
+    "review",
+    "review_workload",
+]
 
 
 class ClaimSource(Protocol):
@@ -58,6 +67,50 @@ class FileClaims:
         return dra.Claims(found=self._by_namespace.get(namespace or "default", {}), complete=True)
 
 
+class RuntimeSource(Protocol):
+    """Where the (Cluster)TrainingRuntime a TrainJob names is read from."""
+
+    async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
+        """The runtime ``ref`` names, found or missing. Raises on a failure to read it
+        (online: a subclass of the platform's errors, so the failure mode applies)."""
+        ...
+
+
+class FileRuntimes:
+    """``nodelimits check``: the training runtimes among the input documents, and only
+    those (a TrainJob naming any other is an error: the files are all there is)."""
+
+    def __init__(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        found: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        for obj in objects:
+            kind, meta = obj.get("kind"), obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, Mapping) else None
+            if kind in trainjob.RUNTIME_KINDS and isinstance(name, str):
+                namespace = _namespace(obj) if kind == trainjob.NAMESPACED_RUNTIME else ""
+                found[(str(kind), namespace, name)] = obj
+        self._runtimes = trainjob.Runtimes(found=found, complete=True)
+
+    async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
+        return self._runtimes
+
+
+async def read_runtimes(
+    obj: Mapping[str, Any], table: kinds.KindTable, source: RuntimeSource | None
+) -> trainjob.Runtimes | None:
+    """The runtime a TrainJob (a kind-table row with the trainjob synthesizer) names, read
+    from ``source``; None for any other object, or with no source.
+
+    Raises :class:`~webhook.core.fields.InvalidObject` for a malformed ``spec.runtimeRef``.
+    """
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    if source is None or not isinstance(kind, str) or not isinstance(api_version, str):
+        return None
+    row = table.get(api_version, kind)
+    if row is None or row.synthesizer != "trainjob":
+        return None
+    return await source.runtimes(trainjob.reference(obj))
+
+
 @dataclass(frozen=True, slots=True)
 class Review:
     decision: policy.Decision
@@ -71,15 +124,18 @@ async def review(
     settings: PolicySettings,
     limits: LimitsCache,
     claims: ClaimSource | None = None,
+    runtimes: RuntimeSource | None = None,
 ) -> Review:
-    """Decide one Kubernetes object.
+    """Decide one Kubernetes object (a TrainJob's runtime read from ``runtimes``).
 
     Raises :class:`~webhook.core.workloads.InvalidObject` and
     :class:`~webhook.core.resources.InvalidQuantity` for malformed input, and any
     :class:`~webhook.platform.errors.PlatformError` except an unknown group, which is
     a denial naming the group.
     """
-    workload = workloads.workload_of(obj, settings.kind_table)
+    table = settings.kind_table
+    read = await read_runtimes(obj, table, runtimes)
+    workload = workloads.workload_of(obj, table, read)
     return await review_workload(workload, settings, limits, claims)
 
 

@@ -320,6 +320,57 @@ def test_check_counts_gpus_asked_for_through_a_resource_claim_template(
     assert "ResourceClaimTemplate 'gpus-64' not found in the input files" in alone.output
 
 
+def test_check_judges_a_trainjob_by_the_runtime_in_the_input_files() -> None:
+    result = check(
+        "-f",
+        str(EXAMPLES / "manifests" / "trainjob.yaml"),
+        "--limits-file",
+        str(EXAMPLES / "limits.yaml"),
+        "--output",
+        "json",
+    )
+    assert result.exit_code == 1, result.output
+    by_name = {r["name"]: r for r in json.loads(result.stdout)["results"]}
+    assert by_name["llm-finetune-fits"]["allowed"] is True
+    assert by_name["llm-finetune-too-big"]["message"] == (
+        "nodelimits: TrainJob team-a/llm-finetune-too-big does not fit one node of resource "
+        'group "a800x8" (gpu): replicated job node: nvidia.com/gpu 8 > 4 cards per node'
+    )
+
+
+def test_check_finds_the_runtime_in_another_file(tmp_path: Path) -> None:
+    runtime, fits, _ = yaml.safe_load_all((EXAMPLES / "manifests" / "trainjob.yaml").read_text())
+    first = write(tmp_path, "a-trainjob.yaml", fits)
+    second = write(tmp_path, "b-runtime.yaml", runtime)
+    result = check(
+        "-f", str(first), "-f", str(second), "--limits-file", str(EXAMPLES / "limits.yaml")
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_a_trainjob_whose_runtime_is_not_in_the_input_files_is_an_error(tmp_path: Path) -> None:
+    _, fits, _ = yaml.safe_load_all((EXAMPLES / "manifests" / "trainjob.yaml").read_text())
+    result = check(
+        "-f", str(write(tmp_path, "tj.yaml", fits)), "--limits-file", str(EXAMPLES / "limits.yaml")
+    )
+    assert result.exit_code == 2
+    assert (
+        "tj.yaml: document 1 (TrainJob team-a/llm-finetune-fits): spec.runtimeRef: "
+        'ClusterTrainingRuntime "torch-distributed-a800" not found in the input files'
+    ) in result.output
+
+
+def test_a_trainjob_naming_a_runtime_of_an_unknown_kind_is_an_error(tmp_path: Path) -> None:
+    runtime, fits, _ = yaml.safe_load_all((EXAMPLES / "manifests" / "trainjob.yaml").read_text())
+    fits["spec"]["runtimeRef"]["kind"] = "Runtime"
+    path = write(tmp_path, "tj.yaml", runtime, fits)
+    result = check("-f", str(path), "--limits-file", str(EXAMPLES / "limits.yaml"))
+    assert result.exit_code == 2
+    assert "spec.runtimeRef.kind: must be ClusterTrainingRuntime or TrainingRuntime" in (
+        result.output
+    )
+
+
 # --- hostile and unusual input (issue 12, findings 10 and 11) -----------------------------
 
 

@@ -1,4 +1,5 @@
-"""webhook.kube: the apiserver claim source (cache, 404s, failures) over a local HTTP server."""
+"""webhook.kube: the apiserver claim and training-runtime source (cache, 404s, failures) over
+a local HTTP server."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import aiohttp.web
 import pytest
 
 from webhook.config import KubernetesSettings
-from webhook.core import dra
-from webhook.kube import ApiserverClaims, ClaimsUnavailable, claim_source
+from webhook.core import dra, trainjob
+from webhook.kube import (
+    ApiserverClaims,
+    ClaimsUnavailable,
+    RuntimeUnavailable,
+    claim_source,
+    runtime_source,
+)
 
 TEMPLATE = dra.ClaimRef(dra.TEMPLATE, "gpus", "g")
 MISSING = dra.ClaimRef(dra.TEMPLATE, "nope", "n")
@@ -26,6 +33,8 @@ class Api:
         name = request.match_info["name"]
         if name == "gpus":
             return aiohttp.web.json_response({"kind": "ResourceClaimTemplate", "spec": {}})
+        if name == "torch":
+            return aiohttp.web.json_response({"kind": "ClusterTrainingRuntime", "spec": {}})
         if name == "secret":
             return aiohttp.web.json_response({}, status=403)
         return aiohttp.web.json_response({}, status=404)
@@ -36,6 +45,10 @@ async def api(unused_tcp_port: int) -> AsyncIterator[tuple[Api, str]]:
     state = Api()
     app = aiohttp.web.Application()
     app.router.add_get("/apis/resource.k8s.io/v1/namespaces/{ns}/{plural}/{name}", state.handle)
+    app.router.add_get("/apis/trainer.kubeflow.org/v1alpha1/{plural}/{name}", state.handle)
+    app.router.add_get(
+        "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/{plural}/{name}", state.handle
+    )
     runner = aiohttp.web.AppRunner(app)
     await runner.setup()
     await aiohttp.web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
@@ -113,3 +126,64 @@ def test_no_source_outside_a_cluster_or_when_disabled(monkeypatch: pytest.Monkey
     assert found is not None
     assert found.base_url == "https://10.0.0.1:443"
     assert claim_source(KubernetesSettings(read_claims=False)) is None
+
+
+CLUSTER_RUNTIME = trainjob.RuntimeRef(trainjob.CLUSTER_RUNTIME, "torch")
+
+
+async def test_a_cluster_training_runtime_is_read_and_cached(
+    api: tuple[Api, str], tmp_path: Path
+) -> None:
+    state, url = api
+    reader = source(url, tmp_path, [0.0])
+    try:
+        got = await reader.runtimes(CLUSTER_RUNTIME)
+        assert got.found[CLUSTER_RUNTIME.key]["kind"] == "ClusterTrainingRuntime"
+        await reader.runtimes(CLUSTER_RUNTIME)
+        assert state.hits == ["/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/torch"]
+    finally:
+        await reader.close()
+
+
+async def test_a_training_runtime_is_read_in_the_trainjobs_namespace_and_missing_is_said(
+    api: tuple[Api, str], tmp_path: Path
+) -> None:
+    state, url = api
+    reader = source(url, tmp_path, [0.0])
+    ref = trainjob.RuntimeRef(trainjob.NAMESPACED_RUNTIME, "nope", "team-a")
+    try:
+        got = await reader.runtimes(ref)
+        assert (dict(got.found), got.missing) == ({}, {ref.key})
+        assert state.hits == [
+            "/apis/trainer.kubeflow.org/v1alpha1/namespaces/team-a/trainingruntimes/nope"
+        ]
+    finally:
+        await reader.close()
+
+
+async def test_a_refused_runtime_read_is_unavailable_naming_its_rbac(
+    api: tuple[Api, str], tmp_path: Path
+) -> None:
+    reader = source(api[1], tmp_path, [0.0])
+    try:
+        with pytest.raises(
+            RuntimeUnavailable,
+            match=r"HTTP 403 \(RBAC: get on trainer.kubeflow.org clustertrainingruntimes\?\)",
+        ):
+            await reader.runtimes(trainjob.RuntimeRef(trainjob.CLUSTER_RUNTIME, "secret"))
+    finally:
+        await reader.close()
+
+
+def test_runtimes_are_read_by_the_claims_reader_or_without_claims(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    claims = claim_source(KubernetesSettings())
+    assert runtime_source(KubernetesSettings(), claims) is claims
+    alone = runtime_source(KubernetesSettings(read_claims=False))
+    assert alone is not None
+    assert alone.base_url == "https://10.0.0.1:443"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert runtime_source(KubernetesSettings()) is None

@@ -18,8 +18,8 @@ them a gang (pods that must all run at once)::
       deadline: [spec.runPolicy.activeDeadlineSeconds]
       gang: {min_available: [spec.runPolicy.schedulingPolicy.minAvailable], policy: deny}
 
-Kinds without a pod template (Argo, Spark) name a ``synthesizer`` instead
-(:mod:`webhook.core.synthesized`). Operators add or replace rows with
+Kinds without a pod template (Argo, Spark, TrainJob) name a ``synthesizer`` instead
+(:mod:`webhook.core.synthesized`, :mod:`webhook.core.trainjob`). Operators add or replace rows with
 ``policy.workload_kinds``; every path is parsed when the settings are validated, so a
 path that cannot match is an error at start naming the row and the path.
 :func:`read` applies one row to one object and returns its :class:`PodSets`, or raises
@@ -573,6 +573,8 @@ _BUILTIN_ROWS: list[Any] = [
         "plural": "trainjobs",
         "synthesizer": "trainjob",
         "deadline": ["spec.activeDeadlineSeconds"],
+        # A runtime's podGroupPolicy gang-schedules every pod (webhook.core.trainjob).
+        "gang": {"policy": "deny"},
     },
 ]
 

@@ -16,7 +16,7 @@
   as request and limit; ``gpu.quantity`` of ``gpu.name``. ``driver.template`` /
   ``executor.template`` give the rest of the pod.
 * **TrainJob**: its pods come from the referenced (Cluster)TrainingRuntime, which is not
-  in the object: not read yet (skipped, with the reason).
+  in the object: :mod:`webhook.core.trainjob` builds them from the runtime the caller read.
 """
 
 from __future__ import annotations

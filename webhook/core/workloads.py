@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.core import kinds, synthesized
+from webhook.core import kinds, synthesized, trainjob
 from webhook.core.fields import InvalidObject
 
 __all__ = [
@@ -138,11 +138,17 @@ KINDS = frozenset({"Pod", "PodTemplate", "Job", "CronJob"} | _LONG_RUNNING)
 """Kinds whose pods we can read."""
 
 
-def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) -> Workload | Skipped:
+def workload_of(
+    obj: Mapping[str, Any],
+    table: kinds.KindTable | None = None,
+    runtimes: trainjob.Runtimes | None = None,
+) -> Workload | Skipped:
     """The :class:`Workload` of one object, or :class:`Skipped` for kinds without pods.
 
     Kinds other than the built-in ones are read by their row in ``table`` (default: the
-    built-in rows of :mod:`webhook.core.kinds`).
+    built-in rows of :mod:`webhook.core.kinds`). A TrainJob's pods come from the training
+    runtime it names, read by the caller into ``runtimes`` (None: not read, and the
+    TrainJob is skipped saying so).
 
     Raises :class:`InvalidObject` naming the field when the object is malformed.
     """
@@ -183,7 +189,7 @@ def workload_of(obj: Mapping[str, Any], table: kinds.KindTable | None = None) ->
         )
     row = (table or kinds.builtin_table()).get(api_version, kind)
     if row is not None:  # before the built-ins: a batch.volcano.sh Job is not a batch/v1 Job
-        return _table_workload(row, obj, own, api_version, namespace, name, fields)
+        return _table_workload(row, obj, own, api_version, namespace, name, fields, runtimes)
     source = _pod_source(kind, obj, spec)
     if source is None:
         return Skipped(api_version, kind, namespace, name, f"kind {kind} has no pods to check")
@@ -248,18 +254,22 @@ def _table_workload(
     namespace: str,
     name: str,
     fields: tuple[tuple[str, Mapping[str, str]], ...] = (),
+    runtimes: trainjob.Runtimes | None = None,
 ) -> Workload | Skipped:
     """A kind of the kind table: its pod sets, each role's template annotations checked."""
     if row.synthesizer == "trainjob":
-        return Skipped(
-            api_version,
-            row.kind,
-            namespace,
-            name,
-            "TrainJob pods come from its (Cluster)TrainingRuntime, which nodelimits does not "
-            "read yet",
-        )
-    if row.synthesizer == "argo":
+        ref = trainjob.reference(obj)
+        if runtimes is None:
+            return Skipped(
+                api_version,
+                row.kind,
+                namespace,
+                name,
+                f"its pods come from {ref.shown}, which was not read (no apiserver to read it "
+                "from)",
+            )
+        sets = _trainjob_sets(row, obj, ref, runtimes)
+    elif row.synthesizer == "argo":
         sets = synthesized.argo(row, obj)
     elif row.synthesizer == "spark":
         sets = synthesized.spark(row, obj)
@@ -289,6 +299,24 @@ def _table_workload(
         no_deadline_field=sets.no_deadline_field,
         pod_sets=sets,
     )
+
+
+def _trainjob_sets(
+    row: kinds.KindRule,
+    obj: Mapping[str, Any],
+    ref: trainjob.RuntimeRef,
+    runtimes: trainjob.Runtimes,
+) -> kinds.PodSets:
+    runtime = runtimes.found.get(ref.key)
+    if runtime is None:
+        if runtimes.complete:
+            where = "in the input files"
+        elif ref.namespace:
+            where = f"in namespace {ref.namespace}"
+        else:
+            where = "in the cluster"
+        raise trainjob.RuntimeNotFound("spec.runtimeRef", f"{ref.shown} not found {where}")
+    return trainjob.pod_sets(row, obj, runtime, ref)
 
 
 def _job_source(job_spec: Mapping[str, Any], field: str) -> _PodSource:

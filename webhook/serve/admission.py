@@ -28,7 +28,7 @@ from typing import Any
 import kopf
 
 from webhook.config import EnforcementMode, FailureMode, Settings
-from webhook.core import kinds, policy, workloads
+from webhook.core import kinds, policy, trainjob, workloads
 from webhook.core.policy import PolicySettings
 from webhook.core.resources import InvalidQuantity
 from webhook.metrics import LogKey, Metrics
@@ -42,7 +42,7 @@ from webhook.platform.errors import (
     PlatformUnavailable,
 )
 from webhook.platform.models import ErrorCode
-from webhook.review import ClaimSource, review_workload
+from webhook.review import ClaimSource, RuntimeSource, read_runtimes, review_workload
 from webhook.serve.handlers import HANDLERS, HandlerSpec, served
 
 __all__ = [
@@ -101,10 +101,13 @@ def _unchanged(
     return _relevant(before) == _relevant(after)
 
 
-def _read_old(obj: Mapping[str, Any], table: kinds.KindTable) -> workloads.Workload | None:
-    """The UPDATE's old object, or None when it could not be checked itself."""
+def _read_old(
+    obj: Mapping[str, Any], table: kinds.KindTable, runtimes: trainjob.Runtimes | None
+) -> workloads.Workload | None:
+    """The UPDATE's old object, or None when it could not be checked itself (a TrainJob's
+    runtime is the new object's: ``spec.runtimeRef`` is immutable)."""
     try:
-        old = workloads.workload_of(obj, table)
+        old = workloads.workload_of(obj, table, runtimes)
     except workloads.InvalidObject:
         return None
     return old if isinstance(old, workloads.Workload) else None
@@ -125,6 +128,8 @@ class Admission:
     metrics: Metrics
     claims: ClaimSource | None = None
     """Where the resource claims a checked pod names are read (DRA); None: not read."""
+    runtimes: RuntimeSource | None = None
+    """Where the training runtime a TrainJob names is read; None: TrainJobs are skipped."""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger(DECISION_LOGGER))
     clock: Callable[[], float] = time.perf_counter
     # Metric children by label values: prometheus_client's .labels() costs ~5 us a call.
@@ -201,14 +206,16 @@ class Admission:
         subject = f"{spec.kind} {_display(log)}"
         try:
             table = self.settings.policy.kind_table
-            workload = workloads.workload_of(body, table)  # read once, also for UPDATE
+            async with asyncio.timeout(self.budget):  # a TrainJob's runtime, from the apiserver
+                runtimes = await read_runtimes(body, table, self.runtimes)
+            workload = workloads.workload_of(body, table, runtimes)  # read once, also for UPDATE
             if (
                 operation == "UPDATE"
                 and spec.subresource is None
                 and old is not None
                 and isinstance(workload, workloads.Workload)
             ):
-                before = _read_old(old, table)
+                before = _read_old(old, table, runtimes)
                 if before is not None and _unchanged(before, workload, self.settings.policy):
                     log[LogKey.SKIPPED] = "unchanged pods"
                     return Outcome.SKIP, None

@@ -24,7 +24,7 @@ import kopf
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.config import Settings
-from webhook.kube import claim_source
+from webhook.kube import claim_source, runtime_source
 from webhook.metrics import Metrics
 from webhook.platform import build_limits_cache
 from webhook.serve.admission import DECISION_LOGGER, Admission, register
@@ -157,7 +157,8 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
     try:
         async with build_limits_cache(settings, metrics) as cache:
             claims = claim_source(settings.kubernetes)
-            admission = Admission(settings, cache, metrics, claims)
+            runtimes = runtime_source(settings.kubernetes, claims)
+            admission = Admission(settings, cache, metrics, claims, runtimes)
             registry = SmartOperatorRegistry()  # with kopf's default login handlers
             registered = register(registry, admission)
             log.info("webhooks: %s", ", ".join(h.path for h in registered))
@@ -184,6 +185,8 @@ async def serve(settings: Settings, *, metrics: Metrics | None = None) -> None:
             finally:
                 if claims is not None:
                     await claims.close()
+                if runtimes is not None and runtimes is not claims:
+                    await runtimes.close()
     finally:
         await probes.cleanup()
 

@@ -132,9 +132,9 @@ def test_cronjob_group_on_job_template_metadata_is_read() -> None:
     assert w.fallback_annotations["nodelimits.io/resource-group"] == "a800x8"
 
 
-def test_trainjob_is_skipped_with_the_reason() -> None:
-    obj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {}}
-    result = workload_of(obj)
+def test_trainjob_without_its_runtime_read_is_skipped_with_the_reason() -> None:
+    """Its pods are the runtime's (tests/unit/core/test_trainjob.py reads them)."""
+    result = workload_of(example("trainjob.yaml", 1))
     assert isinstance(result, Skipped)
     assert "TrainingRuntime" in result.reason
 

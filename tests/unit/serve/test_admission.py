@@ -20,8 +20,11 @@ from devtools.builders import (
     node_limits,
     pod,
 )
+from devtools.examples import example
 from webhook.config import Settings
+from webhook.core import trainjob
 from webhook.core.limits import AcceleratorType, NodeLimits
+from webhook.kube import RuntimeUnavailable
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
@@ -34,6 +37,7 @@ from webhook.platform.errors import (
 from webhook.serve.admission import HANDLERS, Admission, HandlerSpec
 
 SPECS = {h.id: h for h in HANDLERS}
+TRAINJOBS = "trainer.kubeflow.org/v1alpha1/trainjobs"
 
 
 ROOT_DIR = Path(__file__).resolve().parents[3]
@@ -394,3 +398,80 @@ async def test_throttled_lookups_are_denied_even_when_failing_open() -> None:
         await call(admission, pod(container(cpu="1")))
     assert caught.value.code == 429
     assert counted(metrics, "fail_open") == 0
+
+
+# --- a TrainJob's runtime, read through the runtime source ------------------------------------
+
+
+class Runtimes:
+    """A runtime source over the example's ClusterTrainingRuntime (or failing)."""
+
+    def __init__(self, *, present: bool = True, error: Exception | None = None) -> None:
+        self.present, self.error = present, error
+        self.asked: list[trainjob.RuntimeRef] = []
+
+    async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
+        self.asked.append(ref)
+        if self.error is not None:
+            raise self.error
+        if not self.present:
+            return trainjob.Runtimes(missing=frozenset({ref.key}))
+        return trainjob.Runtimes(found={ref.key: example("trainjob.yaml", 0)})
+
+
+A800 = FakeLimits(node_limits("a800x8", cpu=128, memory_mi=1031168, cards=8, nv=4, nodes=16))
+
+
+def with_runtimes(runtimes: Runtimes, **settings: Any) -> Admission:
+    admission, _ = make(A800, **settings)
+    admission.runtimes = runtimes
+    return admission
+
+
+async def test_a_trainjob_that_fits_its_runtimes_pods_is_allowed() -> None:
+    source = Runtimes()
+    assert await call(with_runtimes(source), example("trainjob.yaml", 1), TRAINJOBS) == []
+    assert source.asked == [trainjob.RuntimeRef("ClusterTrainingRuntime", "torch-distributed-a800")]
+
+
+async def test_an_oversized_trainjob_is_denied_naming_the_runtimes_role() -> None:
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(with_runtimes(Runtimes()), example("trainjob.yaml", 2), TRAINJOBS)
+    assert denied.value.code == 403
+    assert "replicated job node: nvidia.com/gpu 8 > 4 cards per node" in str(denied.value)
+
+
+async def test_a_trainjob_whose_runtime_does_not_exist_is_denied_with_400() -> None:
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(with_runtimes(Runtimes(present=False)), example("trainjob.yaml", 1), TRAINJOBS)
+    assert denied.value.code == 400
+    assert str(denied.value) == (
+        "nodelimits: TrainJob.trainer.kubeflow.org team-a/llm-finetune-fits is invalid: "
+        "spec.runtimeRef: "
+        'ClusterTrainingRuntime "torch-distributed-a800" not found in the cluster'
+    )
+
+
+async def test_an_unreadable_runtime_fails_closed_with_503() -> None:
+    source = Runtimes(error=RuntimeUnavailable("cannot read ClusterTrainingRuntime: HTTP 500"))
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(with_runtimes(source), example("trainjob.yaml", 1), TRAINJOBS)
+    assert denied.value.code == 503
+    assert "cannot read ClusterTrainingRuntime: HTTP 500" in str(denied.value)
+
+
+async def test_an_unreadable_runtime_fails_open_with_a_warning_under_failure_mode_open() -> None:
+    source = Runtimes(error=RuntimeUnavailable("cannot read ClusterTrainingRuntime: HTTP 500"))
+    admission = with_runtimes(source, admission={"failure_mode": "open"})
+    warnings = await call(admission, example("trainjob.yaml", 2), TRAINJOBS)
+    assert "was not checked" in warnings[-1]
+
+
+async def test_a_trainjob_with_no_runtime_source_is_allowed_with_the_reason_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    admission, _ = make(A800)
+    with caplog.at_level(logging.INFO, logger="nodelimits.decision"):
+        assert await call(admission, example("trainjob.yaml", 2), TRAINJOBS) == []
+    (line,) = [r for r in caplog.records if r.name == "nodelimits.decision"]
+    assert "which was not read" in line.decision["skipped"]  # type: ignore[attr-defined]
