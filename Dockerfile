@@ -24,6 +24,9 @@ RUN /opt/nodelimits/bin/pip install --quiet --require-hashes --no-deps --no-comp
       ${WHEELS:+--no-index --find-links "$WHEELS"} -r requirements.image.txt
 COPY pyproject.toml README.md ./
 COPY webhook ./webhook
+# The git revision `nodelimits version` reports (webhook/buildinfo.py; the file is untracked).
+ARG REVISION=unknown
+RUN printf '%s\n' "$REVISION" > webhook/REVISION
 # The package (nothing left to resolve); then no pip or setuptools in the venv, and the
 # bytecode compiled here, never at run time (the root filesystem is read-only).
 RUN /opt/nodelimits/bin/pip install --quiet --no-deps --no-build-isolation --no-compile . \

@@ -90,6 +90,20 @@ def test_image_user_labels_and_entrypoint(podman: Podman, built_image: Built) ->
     assert chart["appVersion"] == project_version() == chart["version"]
 
 
+def test_version_in_the_image_reports_the_revision_it_was_built_from(
+    podman: Podman, built_image: Built
+) -> None:
+    """No checkout in the image: the revision comes from the build argument (webhook/REVISION)."""
+    printed = podman.run(
+        "run", "--rm", "--read-only", "--network", "none", "--entrypoint", "nodelimits",
+        built_image.ref, "version",
+    ).stdout  # fmt: skip
+    assert yaml.safe_load(printed) == {
+        "version": project_version(),
+        "revision": built_image.revision,
+    }
+
+
 def chart_values(simulator: SimulatorProcess, port: int, metrics_port: int) -> dict[str, Any]:
     """Documented values only (charts/nodelimits/values.yaml)."""
     return {
