@@ -1,4 +1,4 @@
-"""The ``nodelimits`` command: serve | check | audit | limits | simulate.
+"""The ``nodelimits`` command: serve | check | audit | limits | simulate | version | completion.
 
 This is the only place that maps exceptions to exit codes: 0 = every checked object
 fits, 1 = at least one rejected, 2 = usage, input, configuration or platform error.
@@ -28,11 +28,15 @@ from webhook.commandline import (
 )
 from webhook.serve.handlers import HANDLERS
 
-__all__ = ["main"]
+__all__ = ["COMPLETE_VAR", "PROG_NAME", "main"]
+
+PROG_NAME = "nodelimits"
+COMPLETE_VAR = "_NODELIMITS_COMPLETE"
+"""click's completion variable for the installed ``nodelimits`` script."""
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
-@click.version_option(package_name="nodelimits")
+@click.version_option(package_name="nodelimits", prog_name=PROG_NAME)
 @click.option("-v", "--verbose", is_flag=True, help="Log platform calls and retries to stderr.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
@@ -49,6 +53,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
       nodelimits check -f manifests/ --live --output json
       nodelimits limits TeslaM40 --accelerator-type gpu
       nodelimits serve --config /etc/nodelimits/config.yaml
+      source <(nodelimits completion bash)
     """
     if ctx.invoked_subcommand != "serve":  # serve sets up structured JSON logging itself
         # One-shot commands report failures as `error:` lines; the platform layer's
@@ -82,9 +87,16 @@ def main(ctx: click.Context, verbose: bool) -> None:
     "-o",
     "--output",
     "output_format",
-    type=click.Choice(["table", "json"]),
+    type=click.Choice(["table", "json", "yaml", "junit"]),
     default="table",
     show_default=True,
+    help="table for people; json/yaml (one document) and junit (JUnit XML) for CI.",
+)
+@click.option("--no-headers", is_flag=True, help="Table: the rows only, no header or summary.")
+@click.option(
+    "--fail-only",
+    is_flag=True,
+    help="List only rejected objects (errors and the summary still cover every input).",
 )
 @config_option
 def check(
@@ -93,12 +105,20 @@ def check(
     live: bool,
     resource_group: str | None,
     output_format: str,
+    no_headers: bool,
+    fail_only: bool,
     config: Path | None,
 ) -> None:
     """Check manifests offline: does every workload fit one node of its resource group?
 
     Reads Pods, Jobs, CronJobs, Deployments, StatefulSets, DaemonSets, ReplicaSets,
     ReplicationControllers, PodTemplates and Lists of them; other kinds are skipped.
+    A path with no manifests in it is an error. In table mode warnings go to stderr.
+
+    \b
+    Examples:
+      nodelimits check -f manifests/ --limits-file limits.yaml --fail-only
+      nodelimits check -f manifests/ --live -o junit > nodelimits-report.xml
 
     \b
     Exit status:
@@ -126,10 +146,13 @@ def check(
     async def run() -> int:
         async with build_limits_cache(settings, Metrics()) as cache:
             report = await run_check(sources, policy_settings, cache)
-        if output_format == "json":
-            click.echo(output.render_check_json(report), nl=False)
-        else:
-            click.echo(output.render_check_table(report), nl=False)
+        rendered = output.render_check(
+            report, output_format, headers=not no_headers, fail_only=fail_only
+        )
+        click.echo(rendered, nl=False)
+        if output_format == "table":  # the other formats carry them; stdout stays parseable
+            for line in output.check_warnings(report):
+                click.echo(line, err=True)
         for line in report.errors:
             click.echo(f"error: {line}", err=True)
         return report.exit_code
@@ -339,3 +362,43 @@ def simulate(
         )
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+# --- version, completion ------------------------------------------------------------------
+
+
+@main.command("version", context_settings=CONTEXT_SETTINGS)
+def version() -> None:
+    """Print the version and the git revision nodelimits was built from.
+
+    The revision is read from the checkout when run from one, else from what the build
+    recorded (the image's REVISION build argument, pip's record of a git install), else
+    "unknown".
+    """
+    from webhook import buildinfo
+
+    click.echo(f"version: {buildinfo.version()}\nrevision: {buildinfo.revision()}")
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@main.command("completion", context_settings=CONTEXT_SETTINGS)
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      source <(nodelimits completion bash)                       # this shell; or ~/.bashrc
+      nodelimits completion zsh > "${fpath[1]}/_nodelimits"      # zsh
+      nodelimits completion fish > ~/.config/fish/completions/nodelimits.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    shell_class = get_completion_class(shell)
+    if shell_class is None:  # click knows every shell of the Choice
+        fail(f"no completion for {shell}")
+    # The installed script is `nodelimits` whatever ran this (python -m webhook, a venv path).
+    script = shell_class(main, {}, PROG_NAME, COMPLETE_VAR).source()
+    click.echo(script, nl=not script.endswith("\n"))

@@ -18,10 +18,18 @@ import yaml
 from webhook import bounds
 from webhook.core.workloads import InvalidObject, iter_objects
 
-__all__ = ["MANIFEST_SUFFIXES", "Document", "ManifestError", "expand_paths", "read_documents"]
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "STDIN",
+    "Document",
+    "ManifestError",
+    "expand_paths",
+    "read_documents",
+]
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 STDIN = "-"
+_SUFFIXES_SHOWN = ", ".join(sorted(MANIFEST_SUFFIXES))
 
 # libyaml's loader is an order of magnitude faster than the pure-Python one.
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -80,7 +88,8 @@ class Document:
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files in the order given; directories walked recursively, sorted, by suffix."""
+    """Files in the order given; directories walked recursively, sorted, by suffix. A
+    missing path, or a directory without one manifest file, is a :class:`ManifestError`."""
     out: list[str] = []
     for raw in paths:
         if raw == STDIN:
@@ -91,6 +100,8 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
             found = sorted(
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES
             )
+            if not found:  # a mistyped directory must not pass CI
+                raise ManifestError(f"{raw}: no manifests found ({_SUFFIXES_SHOWN} files)")
             out.extend(str(p) for p in found)
         elif path.is_file():
             out.append(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +486,187 @@ def test_merge_key_verdict_holds_under_pyyaml_6_0_4_precedence(
     path.write_text(MERGE)
     _, out = check_json("-f", str(path), "--limits-file", str(limits_file))
     assert out["results"][0]["resourceGroup"] == "TeslaM40"
+
+
+# --- formats, views and conventions (issue 17, point 5) -----------------------------------
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """One object of each verdict: a fitting Pod (with a run-time warning), a rejected Job,
+    an unannotated (skipped) Pod."""
+    return write(
+        tmp_path,
+        "mixed.yaml",
+        pod(container(cpu="1"), group="kshd", accelerator="dcu", name="fits"),
+        job(container(gpu=4)),
+        pod(container(cpu="1"), group=None, name="plain"),
+    )
+
+
+WARNING = (
+    'Warning: Pod team-a/fits: no activeDeadlineSeconds: resource group "kshd" limits run '
+    "time to maxTime 24:00:00 (86400s); set activeDeadlineSeconds <= 86400"
+)
+DENIAL = (
+    'nodelimits: Job team-a/train does not fit one node of resource group "TeslaM40" '
+    "(gpu): nvidia.com/gpu 4 > 2 cards per node"
+)
+
+
+def junit(*args: str) -> tuple[int, ET.Element]:
+    result = check(*args, "-o", "junit")
+    return result.exit_code, ET.fromstring(result.stdout)  # noqa: S314 - our own output
+
+
+def test_yaml_output_is_the_json_document(mixed: Path, limits_file: Path) -> None:
+    as_yaml = check("-f", str(mixed), "--limits-file", str(limits_file), "-o", "yaml")
+    code, as_json = check_json("-f", str(mixed), "--limits-file", str(limits_file))
+    assert as_yaml.exit_code == code == 1
+    assert yaml.safe_load(as_yaml.stdout) == as_json
+
+
+def test_junit_has_one_testcase_per_object_with_its_file_and_name(
+    mixed: Path, limits_file: Path
+) -> None:
+    code, root = junit("-f", str(mixed), "--limits-file", str(limits_file))
+    assert code == 1
+    (suite,) = root.findall("testsuite")
+    cases = [(c.get("classname"), c.get("name")) for c in suite.iter("testcase")]
+    assert cases == [
+        (str(mixed), "Pod team-a/fits"),
+        (str(mixed), "Job team-a/train"),
+        (str(mixed), "Pod team-a/plain"),
+    ]
+    counts = {"tests": "3", "failures": "1", "errors": "0", "skipped": "1"}
+    assert {k: suite.get(k) for k in counts} == counts == {k: root.get(k) for k in counts}
+
+
+def test_junit_failure_carries_the_denial_message(mixed: Path, limits_file: Path) -> None:
+    _, root = junit("-f", str(mixed), "--limits-file", str(limits_file))
+    (failure,) = root.iter("failure")
+    assert failure.get("message") == DENIAL
+    assert failure.text == "nvidia.com/gpu 4 > 2 cards per node"
+
+
+def test_junit_skipped_and_warnings_are_reported_on_their_testcases(
+    mixed: Path, limits_file: Path
+) -> None:
+    _, root = junit("-f", str(mixed), "--limits-file", str(limits_file))
+    fits, _, plain = root.iter("testcase")
+    assert plain.find("skipped").get("message") == "no resource group annotation"  # type: ignore[union-attr]
+    assert fits.findtext("system-err") == WARNING.replace(" Pod team-a/fits:", "")
+    assert fits.find("failure") is None
+
+
+def test_junit_reports_an_unreadable_document_as_an_error_testcase(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\nmetadata: {name: [\n")
+    code, root = junit("-f", str(bad), "--limits-file", str(limits_file))
+    assert code == 2
+    (case,) = root.iter("testcase")
+    assert case.get("classname") == str(bad)
+    error = case.find("error")
+    assert error is not None
+    assert error.get("message", "").startswith(f"{bad}: document 1: invalid YAML")
+    assert root.get("errors") == "1"
+
+
+def test_junit_escapes_markup_and_replaces_characters_xml_cannot_hold(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(pod(container(cpu="999"), name='a<b>&"c"\x01]]>')))
+    result = check("-f", str(path), "--limits-file", str(limits_file), "-o", "junit")
+    assert result.exit_code == 1
+    (case,) = ET.fromstring(result.stdout).iter("testcase")  # noqa: S314 - well-formed
+    assert case.get("name") == 'Pod team-a/a<b>&"c"\ufffd]]>'
+
+
+def test_no_headers_prints_only_the_rows(mixed: Path, limits_file: Path) -> None:
+    result = check("-f", str(mixed), "--limits-file", str(limits_file), "--no-headers")
+    lines = result.stdout.splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["ALLOWED", "Pod", "team-a/fits"],
+        ["REJECTED", "Job", "team-a/train"],
+        ["SKIPPED", "Pod", "team-a/plain"],
+    ]
+
+
+def test_the_table_names_the_source_file(mixed: Path, limits_file: Path) -> None:
+    result = check("-f", str(mixed), "--limits-file", str(limits_file), "--no-headers")
+    assert [line.split()[5] for line in result.stdout.splitlines()] == [str(mixed)] * 3
+    header = check("-f", str(mixed), "--limits-file", str(limits_file)).stdout.splitlines()[0]
+    assert header.split() == ["RESULT", "KIND", "NAME", "GROUP", "TYPE", "SOURCE", "DETAILS"]
+
+
+def test_the_table_shows_stdin_as_the_source_of_what_came_on_stdin(limits_file: Path) -> None:
+    result = check(
+        "-f", "-", "--limits-file", str(limits_file), "--no-headers",
+        stdin=yaml.safe_dump(pod(container(cpu="1"))),
+    )  # fmt: skip
+    assert result.stdout.split()[5] == "stdin"
+
+
+def test_fail_only_lists_only_rejected_objects(mixed: Path, limits_file: Path) -> None:
+    result = check("-f", str(mixed), "--limits-file", str(limits_file), "--fail-only")
+    assert result.exit_code == 1
+    rows = result.stdout.splitlines()[1:-2]
+    assert [row.split()[:3] for row in rows] == [["REJECTED", "Job", "team-a/train"]]
+    assert result.stdout.endswith("3 objects: 1 allowed, 1 rejected, 1 skipped\n")
+
+
+def test_fail_only_narrows_json_results_but_not_the_summary(mixed: Path, limits_file: Path) -> None:
+    code, report = check_json("-f", str(mixed), "--limits-file", str(limits_file), "--fail-only")
+    assert code == 1
+    assert [r["name"] for r in report["results"]] == ["train"]
+    assert report["summary"]["objects"] == 3
+
+
+def test_fail_only_keeps_the_error_testcases_in_junit(tmp_path: Path, limits_file: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\nmetadata: {name: [\n")
+    fits = write(tmp_path, "fits.yaml", pod(container(cpu="1")))
+    code, root = junit("-f", str(fits), "-f", str(bad), "--limits-file", str(limits_file),
+                       "--fail-only")  # fmt: skip
+    assert code == 2
+    assert [c.find("error") is not None for c in root.iter("testcase")] == [True]
+
+
+def test_warnings_go_to_stderr_in_table_mode(mixed: Path, limits_file: Path) -> None:
+    result = check("-f", str(mixed), "--limits-file", str(limits_file))
+    assert result.stderr.splitlines() == [WARNING]
+    assert "Warning" not in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", "junit"])
+def test_machine_formats_carry_warnings_in_the_document_not_on_stderr(
+    mixed: Path, limits_file: Path, fmt: str
+) -> None:
+    result = check("-f", str(mixed), "--limits-file", str(limits_file), "-o", fmt)
+    assert result.stderr == ""
+    assert "no activeDeadlineSeconds" in result.stdout
+
+
+def test_a_directory_without_manifests_exits_2_naming_it(tmp_path: Path, limits_file: Path) -> None:
+    empty = tmp_path / "manifsets"
+    empty.mkdir()
+    (empty / "README.md").write_text("not a manifest")
+    result = check("-f", str(empty), "--limits-file", str(limits_file))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {empty}: no manifests found (.json, .yaml, .yml files)\n"
+
+
+def test_a_file_without_objects_exits_2_naming_it_and_keeps_the_others(
+    tmp_path: Path, limits_file: Path
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n---\n")
+    fits = write(tmp_path, "fits.yaml", pod(container(cpu="1")))
+    code, report = check_json("-f", str(empty), "-f", str(fits), "--limits-file",
+                              str(limits_file))  # fmt: skip
+    assert code == 2
+    assert report["errors"] == [f"{empty}: no objects in it"]
+    assert [r["allowed"] for r in report["results"]] == [True]

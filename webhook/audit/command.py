@@ -116,6 +116,7 @@ def audit(
     from webhook.audit.reports import render
     from webhook.audit.scan import candidate_targets, run_audit
     from webhook.metrics import Metrics
+    from webhook.output import check_warnings
     from webhook.platform import build_limits_cache
     from webhook.platform.errors import PlatformError
     from webhook.platform.static import LimitsFileError
@@ -145,6 +146,9 @@ def audit(
                 chunk_size=chunk_size,
             )
         click.echo(render(report, output_format), nl=False)
+        if output_format == "table":  # as `check`: stdout stays the table
+            for line in check_warnings(report.as_check_report()):
+                click.echo(line, err=True)
         for error in report.errors:
             click.echo(f"error: {error}", err=True)
         return report.exit_code
