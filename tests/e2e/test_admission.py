@@ -286,6 +286,9 @@ def _oversized_of(spec: HandlerSpec) -> dict[str, Any]:
         return _oversized(spec.kind)
     too_big = examples.documents(KIND_EXAMPLES[(spec.group, spec.object_kind)])[-1]
     assert too_big["metadata"]["name"].endswith("too-big"), too_big["metadata"]
+    # one example per kind; a kind served at two versions (MPIJob v1, v2beta1) is sent as
+    # each, with the same shape
+    too_big["apiVersion"] = f"{spec.group}/{spec.version}"
     return too_big
 
 

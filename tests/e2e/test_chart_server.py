@@ -304,6 +304,15 @@ def test_unannotated_objects_are_never_sent(served: Served) -> None:
     assert served.requests_seen() == before
 
 
+def test_a_cronjob_annotated_on_its_job_template_is_sent(served: Served) -> None:
+    """Its Jobs carry spec.jobTemplate.metadata, which the server reads: the CEL
+    matchCondition must send such a CronJob too (nodelimits check rejects it offline)."""
+    cronjob = workload("CronJob", cpu="100", annotated=False)
+    cronjob["spec"]["jobTemplate"]["metadata"] = {"annotations": {ANNOTATION: GROUP}}
+    result = denied_until_settled(served, cronjob)
+    assert 'admission webhook "cronjobs.nodelimits.io" denied the request' in result.stderr
+
+
 def test_server_needed_no_permission_it_lacked(served: Served) -> None:
     denied_until_settled(served, workload("Job", cpu="100"))
     log = served.log.read_text()

@@ -11,7 +11,7 @@ Pod:
 Job:
   - {name: jobs, path: /jobs, apiGroup: batch, resource: jobs, operations: [CREATE, UPDATE], template: spec.template}
 CronJob:
-  - {name: cronjobs, path: /cronjobs, apiGroup: batch, resource: cronjobs, operations: [CREATE, UPDATE], template: spec.jobTemplate.spec.template}
+  - {name: cronjobs, path: /cronjobs, apiGroup: batch, resource: cronjobs, operations: [CREATE, UPDATE], template: spec.jobTemplate.spec.template, also: [spec.jobTemplate]}
 Deployment:
   - {name: deployments, path: /deployments, apiGroup: apps, resource: deployments, operations: [CREATE, UPDATE], template: spec.template}
 StatefulSet:
@@ -217,31 +217,38 @@ matchExpressions:
 {{- end -}}
 
 {{/*
-CEL that is true when the object, or the pod template at `template`, carries the group
-annotation. Each step is guarded with has(): a CEL error counts as a webhook failure and
-failurePolicy Fail would then reject the object.
+CEL that is true when the object, the pod template at `template`, or one of the metadata
+holders in `also` (a CronJob's spec.jobTemplate: its Jobs carry that metadata, and the
+server reads it) carries the group annotation. Each step is guarded with has(): a CEL error
+counts as a webhook failure and failurePolicy Fail would then reject the object.
 The key matches in any case (`NodeLimits.io/Resource-Group`), as the server and
 `nodelimits check` read it: otherwise such an object would be allowed unchecked online
 but rejected offline (docs/reliability.md, "No bypass").
-Called with (dict "key" <annotation> "template" <dotted path or "">).
+Called with (dict "key" <annotation> "template" <dotted path, "" or "*"> "also" <list of
+dotted paths>).
 */}}
 {{- define "nodelimits.annotatedExpression" -}}
 {{- $key := .key | quote -}}
 {{- $folded := .key | lower | quote -}}
 {{- $has := "(%s in %s || %s.exists(k, k.lowerAscii() == %s))" -}}
-{{- $own := printf "(has(object.metadata.annotations) && %s)" (printf $has $key "object.metadata.annotations" "object.metadata.annotations" $folded) -}}
 {{- if eq .template "*" -}}
 true
-{{- else if .template -}}
+{{- else -}}
+{{- $clauses := list (printf "(has(object.metadata.annotations) && %s)" (printf $has $key "object.metadata.annotations" "object.metadata.annotations" $folded)) -}}
+{{- $holders := .also | default list -}}
+{{- if .template -}}
+{{- $holders = append $holders .template -}}
+{{- end -}}
+{{- range $holder := $holders -}}
 {{- $guards := list -}}
 {{- $path := "object" -}}
-{{- range (splitList "." (printf "%s.metadata.annotations" .template)) -}}
+{{- range (splitList "." (printf "%s.metadata.annotations" $holder)) -}}
 {{- $path = printf "%s.%s" $path . -}}
 {{- $guards = append $guards (printf "has(%s)" $path) -}}
 {{- end -}}
-{{- printf "%s || (%s && %s)" $own (join " && " $guards) (printf $has $key $path $path $folded) -}}
-{{- else -}}
-{{- $own -}}
+{{- $clauses = append $clauses (printf "(%s && %s)" (join " && " $guards) (printf $has $key $path $path $folded)) -}}
+{{- end -}}
+{{- join " || " $clauses -}}
 {{- end -}}
 {{- end -}}
 
