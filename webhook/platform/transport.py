@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import ValidationError
@@ -72,6 +73,14 @@ class Call:
         return f"Call({self.method} {self.endpoint})"
 
 
+def _shown_url(url: str) -> str:
+    """``url`` as an error may show it: scheme, host, port and path; never the user
+    information (``user:password@``), the query (signatures, tokens) or the fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _code_label(code: str) -> str:
     # Metric labels are a closed set: an unexpected code from the wire becomes "other".
     return code if ErrorCode.lookup(code) is not None else "other"
@@ -118,11 +127,14 @@ def translate(
         return PlatformRejected(text, code=code, msg=msg, endpoint=ep, resource_group=rg)
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return PlatformUnavailable(
-            f"platform {call.endpoint}: timed out", endpoint=ep, resource_group=rg
+            f"platform {call.endpoint}: timed out calling {_shown_url(call.url)}",
+            endpoint=ep,
+            resource_group=rg,
         )
     if isinstance(exc, httpx.TransportError):
         return PlatformUnavailable(
-            f"platform {call.endpoint}: network error ({type(exc).__name__})",
+            f"platform {call.endpoint}: network error ({type(exc).__name__}) calling "
+            f"{_shown_url(call.url)}",
             endpoint=ep,
             resource_group=rg,
         )

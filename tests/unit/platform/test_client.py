@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
+from webhook.platform.transport import Call, translate
 
 BASE = "https://ai.example.test"
 LIMITS_URL = f"{BASE}/ai/openapi/v2/instance-service/resources"
@@ -400,3 +402,40 @@ async def test_center_discovery_skips_non_http_entries(http: httpx.AsyncClient) 
     route = respx.get(LIMITS_URL).mock(return_value=answer())
     await make_client(http, base_url=None).node_limits("TeslaM40", GPU)
     assert route.call_count == 1
+
+
+# --- what a connection failure says (issue 17.5) ------------------------------------------
+
+
+async def test_a_refused_connection_names_the_url(http: httpx.AsyncClient) -> None:
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        client = make_client(http, retries=0, base_url=f"http://127.0.0.1:{port}/ai")
+        with pytest.raises(PlatformUnavailable) as caught:
+            await client.node_limits("TeslaM40", GPU)
+    assert str(caught.value) == (
+        "platform resources: network error (ConnectError) calling "
+        f"http://127.0.0.1:{port}/ai/openapi/v2/instance-service/resources"
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(httpx.ConnectError("refused"), id="network"),
+        pytest.param(httpx.ConnectTimeout("slow"), id="timeout"),
+    ],
+)
+def test_the_url_in_an_error_carries_no_credentials_query_or_fragment(
+    exc: httpx.HTTPError,
+) -> None:
+    call = Call(
+        "GET",
+        "https://ak:secret@platform.example.test:8443/ai/x?token=t0k3n&Signature=s1g#frag",
+        endpoint="resources",
+    )
+    text = str(translate(call, exc=exc))
+    assert text.endswith(" calling https://platform.example.test:8443/ai/x")
+    for secret in ("ak:", "secret", "t0k3n", "s1g", "frag", "?"):
+        assert secret not in text
