@@ -328,10 +328,13 @@ def simulate(
     Prints "simulator listening on http(s)://HOST:PORT" when ready. At run time,
     POST /_simulator/faults injects faults and GET /_simulator/stats counts requests.
 
+    The default account "sim" (AK sim-ak, SK sim-sk) has every credential; from the
+    repository's root, in two shells (examples/simulator-client.yaml says how to reach it):
+
     \b
     Examples:
-      nodelimits simulate --config groups.yaml --port 0
-      NODELIMITS_PLATFORM__BASE_URL=http://127.0.0.1:65106 nodelimits limits TeslaM40
+      nodelimits simulate --config examples/limits.yaml
+      nodelimits limits TeslaM40 --config examples/simulator-client.yaml
     """
     import ssl
 

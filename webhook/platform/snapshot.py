@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from webhook.config import PolicySettings
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.platform.cache import LimitsCache
-from webhook.platform.errors import PlatformError
+from webhook.platform.errors import PlatformError, UnknownResourceGroup
 
 __all__ = ["Snapshot", "take"]
 
@@ -81,7 +81,28 @@ async def take(
         try:
             found.append((await cache.get(name, accelerator_type)).limits)
         except PlatformError as exc:
+            said = await _offered_otherwise(cache, exc, name, accelerator_type)
             if group is not None and len(pairs) == 1:
-                raise
-            problems.append(f"{name} ({accelerator_type.value}): {exc}")
+                raise said from exc
+            problems.append(f"{name} ({accelerator_type.value}): {said}")
     return Snapshot(tuple(found), tuple(problems))
+
+
+async def _offered_otherwise(
+    cache: LimitsCache, exc: PlatformError, group: str, wanted: AcceleratorType
+) -> PlatformError:
+    """An unknown (group, type) whose group the source offers under other types: say so
+    ("offered as dcu, not gpu"), not "unknown to the platform". Any other error as it is."""
+    if not isinstance(exc, UnknownResourceGroup):
+        return exc
+    offered = await cache.group_types(group)  # never raises; empty when not said
+    if not offered or wanted in offered:
+        return exc
+    types = " and ".join(sorted(t.value for t in offered))
+    return UnknownResourceGroup(
+        f'resource group "{group}" is offered as {types}, not {wanted.value}',
+        code=exc.code,
+        msg=exc.msg,
+        endpoint=exc.endpoint,
+        resource_group=group,
+    )
