@@ -253,24 +253,7 @@ class Webhook:
 
     def render_configuration(self, values: Mapping[str, Any] | None = None) -> str:
         """The chart's ValidatingWebhookConfiguration, pointed at this server."""
-        ca = base64.b64encode(self.certs.ca.read_bytes()).decode()
-        args = [
-            "template",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--set",
-            f"webhook.url={self.url}",
-            "--set",
-            f"webhook.caBundle={ca}",
-            "--show-only",
-            "templates/webhook.yaml",
-        ]
-        for key, value in (values or {}).items():
-            args += ["--set-json", f"{key}={json.dumps(value)}"]
-        result = self.plane.helm(*args)
-        return str(result.stdout)
+        return render_configuration(self.plane, self.url, self.certs.ca.read_bytes(), values)
 
     def register(self, values: Mapping[str, Any] | None = None) -> None:
         """Apply the chart's webhook configuration and wait until the apiserver uses it."""
@@ -310,6 +293,31 @@ class Webhook:
             "--ignore-not-found",
             check=False,
         )
+
+
+def render_configuration(
+    plane: ControlPlane, url: str, ca_pem: bytes, values: Mapping[str, Any] | None = None
+) -> str:
+    """The chart's ValidatingWebhookConfiguration (release ``nodelimits``) pointed at ``url``,
+    trusting ``ca_pem``: the rules and matchConditions platform teams install, for any
+    server behind them (the benchmarks register kopf no-op with it too)."""
+    ca = base64.b64encode(ca_pem).decode()
+    args = [
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--set",
+        f"webhook.url={url}",
+        "--set",
+        f"webhook.caBundle={ca}",
+        "--show-only",
+        "templates/webhook.yaml",
+    ]
+    for key, value in (values or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    return str(plane.helm(*args).stdout)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
