@@ -264,6 +264,31 @@ def test_the_claims_role_grants_get_on_resource_claims_only(case: tuple[dict, Re
 CLUSTER_SCOPED_RBAC = ("ClusterRole", "ClusterRoleBinding")
 
 
+def test_the_runtimes_role_grants_get_on_training_runtimes_only_while_trainjob_is_checked(
+    case: tuple[dict, Rendered],
+) -> None:
+    """Issue 15: a TrainJob's pods come from the (Cluster)TrainingRuntime it names."""
+    values, rendered = case
+    roles = [
+        o
+        for o in rendered.objects
+        if o["kind"] in CLUSTER_SCOPED_RBAC and o["metadata"]["name"].endswith("-trainingruntimes")
+    ]
+    checked = "TrainJob.trainer.kubeflow.org" in enabled_kinds(values)
+    if values.get("webhook", {}).get("url") or not checked:
+        assert not roles
+        return
+    assert [r["kind"] for r in roles] == ["ClusterRole", "ClusterRoleBinding"]
+    assert roles[0]["rules"] == [
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["clustertrainingruntimes", "trainingruntimes"],
+            "verbs": ["get"],
+        }
+    ]
+    assert roles[1]["roleRef"]["name"] == roles[0]["metadata"]["name"]
+
+
 def test_release_name_is_used_for_every_namespaced_object(case: tuple[dict, Rendered]) -> None:
     values, rendered = case
     for obj in rendered.objects:
