@@ -1,6 +1,6 @@
-"""certificates.mode selfManaged (opt-in: the default stays builtin until the server's side
-has its control-plane test): nothing random rendered (GitOps-stable), the server told where
-to keep its certificates, RBAC limited to the two objects it keeps."""
+"""certificates.mode selfManaged (the default; the server's side on a real apiserver:
+tests/e2e/test_selfcerts_online.py): nothing random rendered (GitOps-stable), the server
+told where to keep its certificates, RBAC limited to the two objects it keeps."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SELF_MANAGED = {"certificates": {"mode": "selfManaged"}}
 
 
 def self_managed(values: dict | None = None) -> dict:
-    """``values`` with ``certificates.mode: selfManaged`` (the default is builtin)."""
+    """``values`` with ``certificates.mode: selfManaged`` spelled out (also the default)."""
     values = dict(values or {})
     certificates = {**values.get("certificates", {}), "mode": "selfManaged"}
     return {**values, "certificates": certificates}
@@ -42,6 +42,13 @@ def test_helm_template_twice_is_identical(helm: Path, tmp_path: Path, values: di
     assert first == second
     assert "BEGIN CERTIFICATE" not in first
     assert "caBundle" not in first
+
+
+def test_the_default_is_self_managed_and_renders_the_same_twice(helm: Path, tmp_path: Path):
+    first, second = template(helm, tmp_path), template(helm, tmp_path)
+    assert first == second
+    assert f"name: {SERVICE}-certs" in first
+    assert "BEGIN CERTIFICATE" not in first
 
 
 def test_builtin_mode_is_what_differed(helm: Path, tmp_path: Path):

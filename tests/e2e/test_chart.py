@@ -75,15 +75,34 @@ def test_install_creates_every_object_and_prints_how_to_check(
     assert "--dry-run=server" in notes
 
 
+def test_default_certificates_are_the_servers_to_issue(
+    control_plane: ControlPlane, namespace: str, release: str
+) -> None:
+    """certificates.mode selfManaged: an empty Secret for the server to fill, no caBundle
+    yet (tests/e2e/test_selfcerts_online.py runs the server against it)."""
+    install(control_plane, release, namespace)
+    name = f"{release}-nodelimits"
+    assert "data" not in get(control_plane, "secret", f"{name}-certs", "-n", namespace)
+    for secret in (f"{name}-ca", f"{name}-tls"):
+        assert not exists(control_plane, "secret", secret, "-n", namespace)
+    vwc = get(control_plane, "validatingwebhookconfiguration", name)
+    assert all("caBundle" not in h["clientConfig"] for h in vwc["webhooks"])
+
+
+BUILTIN = ("--set", "certificates.mode=builtin")
+"""Not the default (selfManaged, tests/e2e/test_selfcerts_online.py)."""
+
+
 def test_builtin_certificates_survive_an_upgrade_unchanged(
     control_plane: ControlPlane, namespace: str, release: str
 ) -> None:
-    install(control_plane, release, namespace)
+    install(control_plane, release, namespace, *BUILTIN)
     before = certificates(control_plane, release, namespace)
     assert base64.b64decode(before["bundle"]) == base64.b64decode(before["ca"])
     install(
-        control_plane, release, namespace, "--set", "webhook.failurePolicy=Ignore", upgrade=True
-    )
+        control_plane, release, namespace, *BUILTIN, "--set", "webhook.failurePolicy=Ignore",
+        upgrade=True,
+    )  # fmt: skip
     assert certificates(control_plane, release, namespace) == before
     vwc = get(control_plane, "validatingwebhookconfiguration", f"{release}-nodelimits")
     assert {h["failurePolicy"] for h in vwc["webhooks"]} == {"Ignore"}
@@ -92,7 +111,7 @@ def test_builtin_certificates_survive_an_upgrade_unchanged(
 def test_upgrade_renews_a_serving_certificate_due_for_renewal_keeping_the_ca(
     control_plane: ControlPlane, namespace: str, release: str
 ) -> None:
-    due = ("--set", "certificates.builtin.certValidityDays=30")  # < renewBeforeDays (60)
+    due = (*BUILTIN, "--set", "certificates.builtin.certValidityDays=30")  # < renewBefore (60)
     install(control_plane, release, namespace, *due)
     before = certificates(control_plane, release, namespace)
     install(control_plane, release, namespace, *due, upgrade=True)
@@ -105,15 +124,20 @@ def test_upgrade_renews_a_serving_certificate_due_for_renewal_keeping_the_ca(
     )
 
 
+@pytest.mark.parametrize(
+    ("mode", "suffixes"), [("selfManaged", ("certs",)), ("builtin", ("ca", "tls"))]
+)
 def test_uninstall_removes_the_webhook_configuration_and_secrets(
-    control_plane: ControlPlane, namespace: str, release: str
+    control_plane: ControlPlane, namespace: str, release: str, mode: str, suffixes: tuple[str, ...]
 ) -> None:
-    install(control_plane, release, namespace)
+    install(control_plane, release, namespace, "--set", f"certificates.mode={mode}")
     name = f"{release}-nodelimits"
+    for secret in suffixes:
+        assert exists(control_plane, "secret", f"{name}-{secret}", "-n", namespace)
     control_plane.helm("uninstall", release, "-n", namespace, "--no-hooks")
     assert not exists(control_plane, "validatingwebhookconfiguration", name)
-    for secret in (f"{name}-ca", f"{name}-tls"):
-        assert not exists(control_plane, "secret", secret, "-n", namespace)
+    for secret in suffixes:
+        assert not exists(control_plane, "secret", f"{name}-{secret}", "-n", namespace)
     assert not exists(control_plane, "deployment", name, "-n", namespace)
 
 
