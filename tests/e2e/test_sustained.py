@@ -22,8 +22,10 @@ import aiohttp
 import pytest
 
 from devtools import loadgen
+from devtools.builders import container, pod
 from devtools.certs import CertPaths
 from devtools.controlplane import ControlPlane
+from devtools.reviews import admission_review
 from devtools.stack import EXAMPLE_LIMITS, SimulatorProcess, Webhook
 
 ROTATION_FAILURES_ALLOWED = 3
@@ -197,3 +199,29 @@ async def test_sigterm_lets_in_flight_slow_reviews_finish(
     in_flight = re.search(r"in flight: (\d+)", draining[0])
     assert in_flight, draining[0]
     assert int(in_flight.group(1)) > 0, draining[0]  # SIGTERM met them in flight
+
+
+async def test_while_draining_every_response_closes_its_connection(
+    control_plane: ControlPlane, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """After SIGTERM, within shutdown_delay, an apiserver's kept-alive connection is told
+    to close with the answer: its next review opens a new one (a ready replica, through
+    the Service) instead of meeting this pod's exit as EOF."""
+    hook, certs = _start(tmp_path, control_plane, simulator, shutdown_delay=5)
+    review = admission_review(pod(container(cpu="1")))
+    try:
+        connector = aiohttp.TCPConnector(ssl=certs.client_context(), limit=1)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post(f"{hook.url}/pods", json=review) as before:
+                assert before.status == 200
+                assert before.headers.get("Connection", "").lower() != "close"
+            hook.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 4
+            while "draining" not in "".join(hook.log_lines()):
+                assert time.monotonic() < deadline, hook.log_lines()[-20:]
+                await asyncio.sleep(0.05)
+            async with session.post(f"{hook.url}/pods", json=review) as during:
+                assert during.status == 200
+                assert during.headers.get("Connection", "").lower() == "close"
+    finally:
+        hook.stop()

@@ -404,8 +404,12 @@ class NodelimitsWebhookServer(kopf.WebhookServer):
 
         async def serve(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
             response = await self._serve_review(fn, request)
-            if holder and holder[0].retired:
-                response.force_close()  # tell the client not to reuse this connection
+            # Tell the client not to reuse this connection: a retired listener's go away;
+            # while draining, the apiserver's kept-alive connections would otherwise stay
+            # on this pod until it exits, and a review sent on one as it closes gets EOF
+            # ("failed calling webhook"); a new connection goes to a ready replica.
+            if self.state.draining or (holder and holder[0].retired):
+                response.force_close()
             return response
 
         app = aiohttp.web.Application()
