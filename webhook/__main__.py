@@ -1,5 +1,5 @@
-"""``python -m webhook`` is ``nodelimits``."""
+"""``python -m webhook`` is ``nodelimits`` (and its help and version say so)."""
 
-from webhook.cli import main
+from webhook.cli import PROG_NAME, main
 
-main()
+main(prog_name=PROG_NAME)

@@ -220,3 +220,7 @@ def test_the_simulate_help_example_works_as_printed(
     header, row = client.stdout.splitlines()
     assert header.split()[:3] == ["GROUP", "TYPE", "CPU"]
     assert row.split()[:3] == ["TeslaM40", "gpu", "40"]
+
+
+def test_run_as_a_module_it_calls_itself_nodelimits() -> None:
+    assert run("check", "--help").stdout.startswith("Usage: nodelimits check [OPTIONS]")
