@@ -9,7 +9,7 @@ PIP_STAMP := .cache/pip-$(subst /,_,$(PYTHON)).stamp
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock image release lint test test-fast demo check-examples bench soak docs testbin cluster clean
+.PHONY: help install lock image release lint test test-fast demo check-examples bench soak docs chart-docs testbin cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -68,8 +68,11 @@ bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_check
 	$(PYTHON) -m bench.bench_webhook
 
-docs: install  ## regenerate the measured tables of docs/reliability.md (fault matrix: a real run)
+docs: install chart-docs  ## regenerate the chart README and the measured tables of docs/reliability.md (fault matrix: a real run)
 	$(PYTHON) -m pytest tests/e2e/test_fault_matrix.py --write-docs
+
+chart-docs: install  ## regenerate charts/nodelimits/README.md from values.schema.json and values.yaml
+	$(PYTHON) -m tools.chartdocs
 
 SOAK_ARGS ?= --duration 600 --rate 200
 soak: install  ## 10-min soak: mixed load, flapping platform, cert rotation (SOAK_ARGS='--duration 60')

@@ -211,11 +211,23 @@ def values_args(values: Mapping[str, Any] | None, tmp: Path) -> list[str]:
     return ["-f", str(path)]
 
 
+HOOK_ANNOTATION = "helm.sh/hook"
+
+
+def _is_hook(obj: Mapping[str, Any]) -> bool:
+    return HOOK_ANNOTATION in (obj.get("metadata", {}).get("annotations") or {})
+
+
 class Rendered:
-    """The objects of one `helm template`, with lookups the tests need."""
+    """The objects of one `helm template`, with lookups the tests need.
+
+    `objects` are what the release installs; `hooks` what helm creates only for a hook
+    (the `helm test` pod and its account, templates/tests/), kept apart as helm does."""
 
     def __init__(self, documents: Iterable[Mapping[str, Any] | None]) -> None:
-        self.objects: list[dict[str, Any]] = [dict(d) for d in documents if d]
+        everything = [dict(d) for d in documents if d]
+        self.objects: list[dict[str, Any]] = [o for o in everything if not _is_hook(o)]
+        self.hooks: list[dict[str, Any]] = [o for o in everything if _is_hook(o)]
 
     @property
     def kinds(self) -> set[str]:

@@ -79,8 +79,8 @@ def test_image_and_chart_agree_on_user_ports_and_version() -> None:
     exposed = {int(p) for p in instructions("EXPOSE")[0].split()}
     server = values["config"]["server"]
     assert exposed == {server["port"], server["metrics_port"]}
-    deployment = (CHART / "templates" / "deployment.yaml").read_text()
-    assert "runAsUser: 65532" in deployment
-    assert "runAsGroup: 65532" in deployment
+    user = instructions("USER")[-1]
+    pod = values["podSecurityContext"]
+    assert user == f"{pod['runAsUser']}:{pod['runAsGroup']}"
     assert chart["appVersion"] == pyproject["project"]["version"]
     assert any(line.startswith("VERSION=" + chart["appVersion"]) for line in instructions("ARG"))

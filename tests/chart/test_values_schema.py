@@ -52,6 +52,9 @@ FREE_FORM = {
     "extraEnv[]",
     "extraVolumes[]",
     "extraVolumeMounts[]",
+    "serviceMonitor.tlsConfig",  # Prometheus operator types, checked by its CRD
+    "serviceMonitor.relabelings[]",
+    "serviceMonitor.metricRelabelings[]",
 }
 """Object-typed values whose inner keys the schema leaves open, on purpose."""
 
@@ -122,6 +125,13 @@ def test_default_config_renders_the_server_defaults(render_chart: RenderFn, tmp_
     assert load_settings(path).model_dump(mode="json") == Settings().model_dump(mode="json")
 
 
+def test_no_bound_is_exclusive_so_a_refusal_names_the_least_value_allowed() -> None:
+    """helm prints 'exclusiveMinimum: got 0, want 0' for an exclusive bound, which reads as
+    if 0 were wanted; 'minimum: got 0, want 0.001' says what is allowed."""
+    assert "exclusiveMinimum" not in json.dumps(SCHEMA)
+    assert "exclusiveMaximum" not in json.dumps(SCHEMA)
+
+
 def walk_objects(node: dict[str, Any], path: str = ""):
     node = resolve(node, SCHEMA)
     if node.get("type") == "object" or "properties" in node:
@@ -156,6 +166,11 @@ def test_every_default_value_is_declared_and_described_by_type() -> None:
         node: dict[str, Any] = SCHEMA
         for part in path.split("."):
             node = resolve(node, SCHEMA)
+            if part not in node.get("properties", {}) and isinstance(
+                node.get("additionalProperties"), dict
+            ):  # a typed map (labels): any key, typed by additionalProperties
+                node = node["additionalProperties"]
+                continue
             assert part in node.get("properties", {}), f"{path}: not in values.schema.json"
             node = node["properties"][part]
         assert "type" in resolve(node, SCHEMA) or "$ref" in node, f"{path}: no type"
@@ -247,6 +262,98 @@ def test_every_default_value_is_declared_and_described_by_type() -> None:
             {"terminationGracePeriodSeconds": 2},
             "terminationGracePeriodSeconds (2) must exceed config.server.shutdown_delay (2)",
             id="grace-not-above-shutdown-delay",
+        ),
+        # Issue 17: what operators get wrong, refused with what is allowed.
+        pytest.param(
+            {"config": {"server": {"metrics_port": 9443}}},
+            "config.server.port and config.server.metrics_port must differ (both 9443)",
+            id="webhook-port-is-metrics-port",
+        ),
+        pytest.param(
+            {"resources": {"requests": {"cpu": "1.2.3"}}},
+            "at '/resources/requests/cpu': '1.2.3' does not match pattern",
+            id="cpu-with-two-points",
+        ),
+        pytest.param(
+            {"resources": {"limits": {"memory": "4 Gi"}}},
+            "at '/resources/limits/memory': '4 Gi' does not match pattern",
+            id="memory-with-a-space",
+        ),
+        pytest.param(
+            {"certificates": {"mode": "certManager", "certManager": {"renewBefore": "8760h"}}},
+            "certificates.certManager.renewBefore (8760h) must be shorter than duration (8760h)",
+            id="cert-manager-renew-before-not-below-duration",
+        ),
+        pytest.param(
+            {
+                "certificates": {
+                    "mode": "certManager",
+                    "certManager": {"duration": "1h30m", "renewBefore": "90m"},
+                }
+            },
+            "certificates.certManager.renewBefore (90m) must be shorter than duration (1h30m)",
+            id="cert-manager-renew-before-equal-in-other-units",
+        ),
+        pytest.param(
+            {
+                "certificates": {
+                    "mode": "certManager",
+                    "certManager": {"duration": "720h", "renewBefore": "30d"},
+                }
+            },
+            "at '/certificates/certManager/renewBefore': '30d' does not match pattern",
+            id="cert-manager-days-are-not-a-go-duration",
+        ),
+        pytest.param(
+            {
+                "certificates": {
+                    "mode": "selfManaged",
+                    "selfManaged": {"certValidityDays": 30, "renewBeforeDays": 30},
+                }
+            },
+            "certificates.selfManaged.renewBeforeDays (30) must be below certValidityDays (30)",
+            id="self-managed-renew-before-not-below-validity",
+        ),
+        pytest.param(
+            {"config": {"platform": {"connect_timeout": 1.5}}},
+            "config.platform.connect_timeout (1.5) must not exceed"
+            " config.platform.request_timeout (1)",
+            id="connect-timeout-above-request-timeout",
+        ),
+        pytest.param(
+            {"config": {"cache": {"ttl": 600, "max_stale": 300}}},
+            "config.cache.max_stale (300) must be at least config.cache.ttl (600)",
+            id="max-stale-below-ttl",
+        ),
+        pytest.param(
+            {"nameOverride": "NodeLimits"},
+            "at '/nameOverride': 'NodeLimits' does not match pattern",
+            id="name-override-not-a-dns-label",
+        ),
+        pytest.param(
+            {"fullnameOverride": "limits_webhook"},
+            "at '/fullnameOverride': 'limits_webhook' does not match pattern",
+            id="fullname-override-not-a-dns-label",
+        ),
+        pytest.param(
+            {"config": {"cache": {"ttl": 0}}},
+            "at '/config/cache/ttl': minimum: got 0, want 0.001",
+            id="seconds-say-the-least-allowed",
+        ),
+        pytest.param(
+            {"commonLabels": {"team": 7}},
+            "at '/commonLabels/team': got number, want string",
+            id="common-label-not-a-string",
+        ),
+        pytest.param(
+            {"dnsPolicy": "ClusterFirstWithHostnet"},
+            "at '/dnsPolicy': value must be one of",
+            id="dns-policy-typo",
+        ),
+        pytest.param(
+            {"serviceMonitor": {"scheme": "tls"}},
+            "at '/serviceMonitor/scheme'",
+            id="service-monitor-scheme",
         ),
     ],
 )

@@ -2,8 +2,9 @@
 (`webhook.url`), through the real kube-apiserver.
 
 The server runs with the chart's own rendered config.yaml (read back from the installed
-ConfigMap) and the token of the chart's ServiceAccount (`kubectl create token`): that it
-starts, becomes ready and answers proves the chart's (empty) RBAC is sufficient;
+ConfigMap) and the token of a ServiceAccount with no grant (`kubectl create token`; out of
+cluster the chart renders none): that it starts, becomes ready and answers proves the
+chart's (empty) RBAC is sufficient;
 tests/e2e/test_chart.py proves it minimal. Every kind is sent an oversized object, so a
 wrong path (which kopf would silently allow) fails here.
 """
@@ -192,9 +193,11 @@ def served(
                 "-o", "jsonpath={.data.config\\.yaml}",
             ).stdout
         )  # fmt: skip
-        kubeconfig = token_kubeconfig(
-            control_plane, release_ns, f"{release}-nodelimits", tmp / "sa.kubeconfig"
-        )
+        # Out of cluster the chart renders no ServiceAccount (no pod of its runs): the
+        # server gets one with no grant, as the chart's in-cluster account has none but DRA's.
+        account = f"{release}-nodelimits"
+        control_plane.kubectl("create", "serviceaccount", account, "-n", release_ns)
+        kubeconfig = token_kubeconfig(control_plane, release_ns, account, tmp / "sa.kubeconfig")
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),

@@ -116,6 +116,23 @@ def test_a_drain_stops_at_the_disruption_budget_with_one_replica_serving(
     )
 
 
+def test_helm_test_passes_its_pod_denied_by_the_installed_webhook_and_cleans_up(
+    nodelimits_installed: NodeSession,
+) -> None:
+    """The chart's `helm test` (templates/tests/denial.yaml) on the real node: its pod runs
+    the nodelimits image and dry-runs an oversized pod, which the replicas must deny."""
+    node = nodelimits_installed.node
+
+    result = node.helm("test", RELEASE, "--namespace", RELEASE_NAMESPACE, "--timeout", "120s",
+                       check=False, timeout=180)  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Phase:          Succeeded" in result.stdout
+    names = node.kubectl("get", "pods,serviceaccounts", "-n", RELEASE_NAMESPACE,
+                         "-o", "name").stdout.split()  # fmt: skip
+    assert [n for n in names if n.endswith("-test")] == []  # deleted once passed
+
+
 def test_helm_uninstall_leaves_no_webhook_configuration_and_no_pods(
     nodelimits_installed: NodeSession,
 ) -> None:

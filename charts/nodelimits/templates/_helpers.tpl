@@ -91,6 +91,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "nodelimits.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Seconds in a Go duration ("720h", "1h30m", "90s", "1.5h"), as a float: for comparing
+certManager.duration with renewBefore (the schema checks the syntax).
+*/}}
+{{- define "nodelimits.durationSeconds" -}}
+{{- $unit := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range (regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" . -1) -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" . -}}
+{{- $total = addf $total (mulf (float64 $number) (get $unit (trimPrefix $number .))) -}}
+{{- end -}}
+{{- $total -}}
 {{- end -}}
 
 {{- define "nodelimits.selectorLabels" -}}
@@ -164,6 +181,21 @@ the schema cannot: credentials present for the token source, cert and key side b
 {{- end -}}
 {{- if ne (dir $cfg.server.cert_file) (dir $cfg.server.key_file) -}}
 {{- fail (printf "config.server.cert_file (%s) and config.server.key_file (%s) must be in one directory: the TLS Secret is mounted there" $cfg.server.cert_file $cfg.server.key_file) -}}
+{{- end -}}
+{{- if eq (int $cfg.server.port) (int $cfg.server.metrics_port) -}}
+{{- fail (printf "config.server.port and config.server.metrics_port must differ (both %v): the webhook serves TLS on one, metrics and probes on the other" $cfg.server.port) -}}
+{{- end -}}
+{{- if gt (float64 $platform.connect_timeout) (float64 $platform.request_timeout) -}}
+{{- fail (printf "config.platform.connect_timeout (%v) must not exceed config.platform.request_timeout (%v): connecting is part of one attempt" $platform.connect_timeout $platform.request_timeout) -}}
+{{- end -}}
+{{- if lt (float64 $cfg.cache.max_stale) (float64 $cfg.cache.ttl) -}}
+{{- fail (printf "config.cache.max_stale (%v) must be at least config.cache.ttl (%v): a limit goes stale only after its ttl" $cfg.cache.max_stale $cfg.cache.ttl) -}}
+{{- end -}}
+{{- if and (eq .Values.certificates.mode "certManager") (include "nodelimits.inCluster" .) -}}
+{{- $cm := .Values.certificates.certManager -}}
+{{- if ge (include "nodelimits.durationSeconds" $cm.renewBefore | float64) (include "nodelimits.durationSeconds" $cm.duration | float64) -}}
+{{- fail (printf "certificates.certManager.renewBefore (%s) must be shorter than duration (%s)" $cm.renewBefore $cm.duration) -}}
+{{- end -}}
 {{- end -}}
 {{- if ge (float64 $platform.deadline) (float64 $cfg.admission.timeout_seconds) -}}
 {{- fail (printf "config.platform.deadline (%v) must be below config.admission.timeout_seconds (%v)" $platform.deadline $cfg.admission.timeout_seconds) -}}
