@@ -17,6 +17,7 @@ seconds (`NODELIMITS_CERTIFICATES__DURATION`, ...), which the chart fills in day
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -44,6 +45,9 @@ from devtools.faultmatrix import parse_metrics
 from devtools.stack import Process, wait_until
 from tests.chart.chart import CHART
 from tests.e2e.test_chart_server import SERVE, token_kubeconfig
+from webhook.config import load_settings
+from webhook.metrics import Metrics
+from webhook.serve.selfcerts import CertificateManager, Material
 
 pytestmark = pytest.mark.e2e
 
@@ -419,6 +423,55 @@ def test_two_replicas_serve_the_same_trusted_chain(release: Release) -> None:
     assert a.served(release.server_name) == b.served(release.server_name) == der(data["tls.crt"])
     assert a.verifies(release.server_name, data["ca-bundle.crt"])
     assert b.verifies(release.server_name, data["ca-bundle.crt"])
+
+
+def test_two_replicas_racing_for_one_secret_version_one_writes_the_other_conflicts(
+    release: Release,
+) -> None:
+    """Optimistic concurrency for real: two managers (in this process, with the chart's
+    config and token) both read the empty Secret before either writes; the apiserver
+    refuses the second write (409) and its replica uses the first one's material."""
+    settings = [
+        load_settings(
+            release.config,
+            kubernetes={
+                "api_url": release.plane.url,
+                "token_file": release.env["NODELIMITS_KUBERNETES__TOKEN_FILE"],
+                "ca_file": str(release.plane.ca_file),
+            },
+            server={
+                "cert_file": str(release.tmp / name / "tls.crt"),
+                "key_file": str(release.tmp / name / "tls.key"),
+            },
+        )
+        for name in ("a", "b")
+    ]
+    metrics = [Metrics(), Metrics()]
+
+    async def race() -> list[Material]:
+        managers = [CertificateManager(s, m) for s, m in zip(settings, metrics, strict=True)]
+        try:  # gather starts both before either's GET is answered: both read one version
+            return list(await asyncio.gather(*(m.sync() for m in managers)))
+        finally:
+            for manager in managers:
+                await manager.close()
+
+    served = asyncio.run(race())
+    outcomes = [
+        {
+            outcome: m.registry.get_sample_value(SYNCS, {"outcome": outcome}) or 0.0
+            for outcome in ("issued", "conflict")
+        }
+        for m in metrics
+    ]
+    assert sorted(outcomes, key=lambda o: o["issued"]) == [
+        {"issued": 0.0, "conflict": 1.0},
+        {"issued": 1.0, "conflict": 0.0},
+    ]
+    stored = release.material()
+    assert served[0].leaf.cert == served[1].leaf.cert == stored["tls.crt"]
+    for name in ("a", "b"):
+        assert (release.tmp / name / "tls.crt").read_bytes() == stored["tls.crt"]
 
 
 def test_the_replica_that_did_not_write_answers_through_the_apiserver(release: Release) -> None:
