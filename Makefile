@@ -9,7 +9,7 @@ PIP_STAMP := .cache/pip-$(subst /,_,$(PYTHON)).stamp
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock image release lint test test-fast demo check-examples bench soak docs chart-docs testbin cluster clean
+.PHONY: help install lock image release lint test test-fast demo check-examples bench soak docs chart-docs testbin promtool cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -55,6 +55,9 @@ test-fast: install  ## unit and integration tests only (no testbin binaries need
 
 testbin:  ## build kube-apiserver, etcd, kubectl and helm into ~/.cache/nodelimits/testbin
 	tools/testbin/build.sh
+
+promtool:  ## build promtool (the chart's alert tests) into ~/.cache/nodelimits/promtool
+	tools/promtool/build.sh
 
 demo: install  ## the main job on a real node (root): the Pending pod nodelimits prevents, helm install, examples/
 	tools/node-deps.sh
