@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from devtools import builders
 from tests.chart.chart import NAMESPACE, RELEASE
 from tests.chart.conftest import RenderFn
 
@@ -88,3 +89,16 @@ def test_fewer_checked_kinds_grant_fewer_lists(render_chart: RenderFn) -> None:
     granted = rules(rendered.one("ClusterRole", "-audit"))
     lists = [(g, r) for g, r, v, _ in granted if v == ("list", "watch")]
     assert lists == [(("",), ("pods",)), (("batch",), ("jobs",))]
+
+
+def test_an_operators_kind_row_is_listed_too(render_chart: RenderFn) -> None:
+    """The audit reads the whole kind table, operators' rows included: without the grant
+    its list of that kind would be refused."""
+    row = builders.trainer_kind()
+    values = {
+        **ON,
+        "config": {"admission": {"kinds": ["Pod"]}, "policy": {"workload_kinds": [row]}},
+    }
+    granted = rules(render_chart(values).one("ClusterRole", "-audit"))
+    lists = [(g, r) for g, r, v, _ in granted if v == ("list", "watch")]
+    assert lists == [(("",), ("pods",)), ((row["group"],), (row["plural"],))]
