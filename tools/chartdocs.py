@@ -122,7 +122,7 @@ def rows(
             node = _resolve(raw, schema)
             path = f"{prefix}{name}"
             value = values.get(name, _MISSING) if isinstance(values, Mapping) else _MISSING
-            description = node.get("description") or notes.get(path, "")
+            description = node.get("description") or _note(node, notes.get(path, ""))
             if node.get("properties") and isinstance(value, Mapping) and value:
                 if description:
                     yield Row(path, "object", "", description)
@@ -131,6 +131,12 @@ def rows(
                 yield Row(path, _type(node), _default(value), description)
 
     yield from walk(schema["properties"], defaults, "")
+
+
+def _note(node: Mapping[str, Any], note: str) -> str:
+    """The values.yaml comment, unless it only repeats the allowed values ("json | text")."""
+    choices = {str(v) for v in node.get("enum", ()) if v is not None}
+    return "" if choices and {part.strip() for part in note.split("|")} == choices else note
 
 
 def _cell(text: str) -> str:

@@ -81,3 +81,16 @@ def test_the_readme_and_the_test_script_are_packaged_with_the_chart(
         names = set(archive.getnames())
     assert {"nodelimits/README.md", "nodelimits/files/helm-test.py"} <= names
     assert "nodelimits/templates/tests/denial.yaml" in names
+
+
+def test_a_comment_that_only_lists_the_allowed_values_is_not_repeated() -> None:
+    schema = {
+        "properties": {"mode": {"type": "string", "enum": ["a", "b"]}, "n": {"type": "integer"}}
+    }
+    notes = {"mode": "a | b", "n": "how many | at most"}
+
+    rows = {
+        row.path: row.description for row in chartdocs.rows(schema, {"mode": "a", "n": 1}, notes)
+    }
+
+    assert rows == {"mode": "", "n": "how many | at most"}

@@ -104,8 +104,15 @@ def test_empty_priority_class_renders_none(render_chart: RenderFn) -> None:
     assert "priorityClassName" not in pod_spec(render_chart({"priorityClassName": ""}))
 
 
-def test_common_labels_are_on_every_object_and_pod(render_chart: RenderFn) -> None:
-    rendered = render_chart({**EVERY_OPTIONAL_OBJECT, "commonLabels": {"team": "platform"}})
+@pytest.mark.parametrize("mode", ["selfManaged", "builtin", "certManager"])
+def test_common_labels_are_on_every_object_and_pod(render_chart: RenderFn, mode: str) -> None:
+    rendered = render_chart(
+        {
+            **EVERY_OPTIONAL_OBJECT,
+            "certificates": {"mode": mode},
+            "commonLabels": {"team": "platform"},
+        }
+    )
 
     unlabelled = [
         f"{o['kind']}/{o['metadata']['name']}"
