@@ -43,6 +43,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -432,6 +433,19 @@ class ControlPlane:
         return proc.log_tail(lines) if proc is not None else ""
 
     # -- clients ---------------------------------------------------------------------------
+
+    def kubernetes_settings(self, **more: Any) -> dict[str, Any]:
+        """nodelimits settings that read this apiserver as its admin (the claims a pod names,
+        the training runtime a TrainJob names): ``{"kubernetes": {...}}``, ``more`` over it."""
+        return {
+            "kubernetes": {
+                "api_url": self.url,
+                "ca_file": str(self.ca_file),
+                "client_cert_file": str(self.admin_cert_file),
+                "client_key_file": str(self.admin_key_file),
+                **more,
+            }
+        }
 
     def env(self) -> dict[str, str]:
         """The environment for kubectl/helm: KUBECONFIG, and caches kept inside workdir."""

@@ -15,11 +15,14 @@ import yaml
 __all__ = [
     "LIMITS_FILE",
     "MANIFESTS",
+    "REFERENCED_KINDS",
     "built_in_files",
     "documents",
     "example",
     "files_by_kind",
     "group_kind",
+    "judged",
+    "referenced",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +31,15 @@ LIMITS_FILE = ROOT / "examples" / "limits.yaml"
 
 BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
 """API groups every apiserver serves without a CRD (the kinds nodelimits validates there)."""
+
+REFERENCED_KINDS = frozenset(
+    {
+        ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
+        ("trainer.kubeflow.org", "TrainingRuntime"),
+    }
+)
+"""Kinds an example file holds beside its own kind's objects because they name them (a
+TrainJob's training runtime): created first, never judged, and not the file's kind."""
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -55,11 +67,22 @@ def built_in_files() -> list[Path]:
     ]
 
 
+def judged(path: Path) -> list[dict[str, Any]]:
+    """The documents of a file to judge: all but those of :data:`REFERENCED_KINDS`."""
+    return [d for d in documents(path) if group_kind(d) not in REFERENCED_KINDS]
+
+
+def referenced(path: Path) -> list[dict[str, Any]]:
+    """The documents of a file that its judged ones name (:data:`REFERENCED_KINDS`)."""
+    return [d for d in documents(path) if group_kind(d) in REFERENCED_KINDS]
+
+
 def files_by_kind() -> dict[tuple[str, str], Path]:
-    """The example file of each kind whose file holds only that kind (its first such file)."""
+    """The example file of each kind whose file holds only that kind (its first such file),
+    beside the objects they name (:data:`REFERENCED_KINDS`)."""
     out: dict[tuple[str, str], Path] = {}
     for path in sorted(MANIFESTS.glob("*.yaml")):
-        kinds = {group_kind(d) for d in documents(path)}
+        kinds = {group_kind(d) for d in judged(path)}
         if len(kinds) == 1:
             out.setdefault(kinds.pop(), path)
     return out

@@ -4,8 +4,11 @@ The upstream CRDs come from tools/crds/fetch.sh (devtools/crds.py; the `crds` fi
 fetches them once after collection). For every example in examples/manifests of a kind in
 the kind table, `kubectl apply` (server dry-run, then for real) of its fitting object is
 accepted and of its oversized one denied with the message `nodelimits check` gives offline,
-naming the role. Kinds whose CRDs the module proxy does not serve (devtools.crds.NOT_FETCHED)
-are judged offline, and the cache must really lack them; any other missing CRD fails.
+naming the role. Objects an example's objects name (a TrainJob's ClusterTrainingRuntime,
+devtools.examples.REFERENCED_KINDS) are created first, and the webhook reads them from the
+apiserver as it would in a cluster. Kinds whose CRDs the module proxy does not serve
+(devtools.crds.NOT_FETCHED) are judged offline, and the cache must really lack them; any
+other missing CRD fails.
 """
 
 from __future__ import annotations
@@ -29,9 +32,6 @@ from webhook.serve.handlers import KIND_HANDLERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_KINDS = {(row.group, row.kind) for row in BUILTIN_KINDS}
-NOT_JUDGED = {("trainer.kubeflow.org", "TrainJob")}
-"""Rows that skip their objects for now (a TrainJob's pods come from its runtime, which is
-not read yet): no example to judge."""
 
 ROLE_NAMED = {
     "Job.batch.volcano.sh": "task worker:",
@@ -53,6 +53,7 @@ ROLE_NAMED = {
     "CronWorkflow": "template train:",
     "SparkApplication": "executor:",
     "ScheduledSparkApplication": "executor:",
+    "TrainJob": "replicated job node:",
 }
 """How each oversized example's denial names the role (beyond matching the offline check)."""
 
@@ -106,8 +107,9 @@ def apply(plane: ControlPlane, obj: dict[str, Any], *args: str) -> subprocess.Co
     return plane.kubectl("apply", *args, "-f", "-", input=json.dumps(obj), check=False)
 
 
-def offline_message(obj: dict[str, Any]) -> str:
-    """What `nodelimits check` says about the object, offline, with the same limits."""
+def offline_message(obj: dict[str, Any], named: list[dict[str, Any]] | None = None) -> str:
+    """What `nodelimits check` says about the object, offline, with the same limits (and the
+    objects it names, such as a TrainJob's runtime, in the same input)."""
     result = subprocess.run(
         [
             sys.executable,
@@ -121,14 +123,18 @@ def offline_message(obj: dict[str, Any]) -> str:
             "-o",
             "json",
         ],
-        input=json.dumps(obj),
+        input="\n---\n".join(json.dumps(d) for d in [*(named or []), obj]),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 1, (result.stdout, result.stderr)
-    (row,) = json.loads(result.stdout)["results"]
+    (row,) = [
+        r
+        for r in json.loads(result.stdout)["results"]
+        if (r["kind"], r["name"]) == (obj["kind"], obj["metadata"]["name"])
+    ]
     message = str(row["message"])
     assert message.startswith("nodelimits: "), row
     return message
@@ -152,7 +158,10 @@ def stack(
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(TRAINER_CRD))
     work = tmp_path_factory.mktemp("kinds")
     simulator = SimulatorProcess(work).start()
-    settings = {"policy": {"workload_kinds": [TRAINER_ROW]}}
+    settings = {
+        "policy": {"workload_kinds": [TRAINER_ROW]},
+        **control_plane.kubernetes_settings(),  # a TrainJob's runtime is read from it
+    }
     webhook = Webhook(work, control_plane, simulator, settings).start()
     try:
         webhook.register({"config.policy.workload_kinds": [TRAINER_ROW]})
@@ -164,20 +173,20 @@ def stack(
 
 
 def test_every_kind_of_the_table_has_an_example() -> None:
-    assert set(KIND_FILES) == TABLE_KINDS - NOT_JUDGED
+    assert set(KIND_FILES) == TABLE_KINDS
 
 
 @pytest.mark.parametrize("example", WITHOUT_CRD, ids=lambda p: p.stem)
 def test_a_kind_without_a_crd_is_documented_absent_and_judged_offline(
     example: Path, installed: upstream_crds.CrdCache
 ) -> None:
-    fits, too_big = examples.documents(example)
+    fits, too_big = examples.judged(example)
     group, version = _group_version(fits["apiVersion"])
     assert installed.find(group, fits["kind"], version) is None, (
         f"{fits['kind']}.{group} is in the cache now: drop it from devtools.crds.NOT_FETCHED"
     )
     assert installed.why_absent(group, fits["kind"]) is not None
-    assert ROLE_NAMED[_role_key(too_big)] in offline_message(too_big)
+    assert ROLE_NAMED[_role_key(too_big)] in offline_message(too_big, examples.referenced(example))
 
 
 @pytest.mark.parametrize("example", WITH_CRD, ids=lambda p: p.stem)
@@ -188,7 +197,8 @@ def test_fitting_is_accepted_and_oversized_denied_naming_the_role(
     stack: tuple[SimulatorProcess, Webhook],
     namespace: str,
 ) -> None:
-    fits, too_big = examples.documents(example)
+    fits, too_big = examples.judged(example)
+    named = examples.referenced(example)
     group, version = _group_version(fits["apiVersion"])
     crd = installed.find(group, fits["kind"], version)
     if crd is None:
@@ -203,8 +213,13 @@ def test_fitting_is_accepted_and_oversized_denied_naming_the_role(
         else:  # cluster-scoped: unique per run of the session's control plane
             doc["metadata"].pop("namespace", None)
             doc["metadata"]["name"] += f"-{namespace[-6:]}"
-    expected = offline_message(too_big)
+    expected = offline_message(too_big, named)
     assert ROLE_NAMED[_role_key(too_big)] in expected
+    for doc in named:
+        if doc["kind"] == "TrainingRuntime":  # namespaced: the TrainJob's own namespace
+            doc["metadata"]["namespace"] = namespace
+        created = apply(control_plane, doc)
+        assert created.returncode == 0, created.stderr
 
     for args in (("--dry-run=server",), ()):
         accepted = apply(control_plane, fits, *args)
