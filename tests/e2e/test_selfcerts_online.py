@@ -147,6 +147,7 @@ class Release:
     config: Path
     env: dict[str, str]
     replicas: list[Replica] = field(default_factory=list)
+    routed: str = ""
 
     @property
     def fullname(self) -> str:
@@ -192,8 +193,18 @@ class Release:
         replica.process.stop()
         self.replicas.remove(replica)
 
+    def upgrade(self, *args: str) -> None:
+        """``helm upgrade`` with the install's values (and ``args``); the Service it resets to
+        ClusterIP is routed to the replicas again."""
+        self.plane.helm(
+            "upgrade", self.name, str(CHART), "-n", self.namespace, "--no-hooks",
+            "-f", str(self.tmp / "values.yaml"), *args,
+        )  # fmt: skip
+        self.route_to(self.routed)
+
     def route_to(self, host: str) -> None:
         """The Service resolves to ``host`` (ExternalName): the apiserver dials it."""
+        self.routed = host
         patch = {"spec": {"type": "ExternalName", "externalName": host}}
         self.plane.kubectl(
             "patch", "service", self.fullname, "-n", self.namespace,
@@ -380,11 +391,32 @@ def test_helm_upgrade_keeps_the_material_and_the_ca_bundle_the_server_wrote(
     helm's three-way merge leaves what the server wrote alone."""
     started(release)
     before = release.material(), release.bundles()
-    release.plane.helm(
-        "upgrade", release.name, str(CHART), "-n", release.namespace, "--no-hooks",
-        "-f", str(release.tmp / "values.yaml"), "--set", "webhook.failurePolicy=Ignore",
-    )  # fmt: skip
+    release.upgrade("--set", "webhook.failurePolicy=Ignore")
     assert (release.material(), release.bundles()) == before
+
+
+def test_a_deleted_secret_comes_back_with_helm_upgrade_and_the_server_fills_it_afresh(
+    release: Release,
+) -> None:
+    """The server may not create the Secret (RBAC: get, update); helm renders it again, and
+    the server issues a new CA and certificate into it and serves them."""
+    replica = started(release)
+    old_ca = release.material()["ca.crt"]
+    release.plane.kubectl("delete", "secret", f"{release.fullname}-certs", "-n", release.namespace)
+    release.upgrade()
+
+    def refilled() -> dict[str, bytes] | None:
+        data = release.material()
+        return data if data.get("ca.crt") not in (None, old_ca) else None
+
+    data = poll("the recreated Secret filled", refilled, release.replicas)
+    poll(
+        "the new certificate served",
+        lambda: replica.served(release.server_name) == der(data["tls.crt"]),
+        release.replicas,
+    )
+    first_denial(release)
+    assert replica.metric(SYNCS, outcome="error") >= 1  # while the Secret was gone
 
 
 # --- a restarted replica ----------------------------------------------------------------
