@@ -23,18 +23,6 @@ CLASS = "gpu.nvidia.com"
 CARDS = f"deviceclass.resource.kubernetes.io/{CLASS}"
 
 
-def kube_settings(plane: ControlPlane, **more: Any) -> dict[str, Any]:
-    return {
-        "kubernetes": {
-            "api_url": plane.url,
-            "ca_file": str(plane.ca_file),
-            "client_cert_file": str(plane.admin_cert_file),
-            "client_key_file": str(plane.admin_key_file),
-            **more,
-        }
-    }
-
-
 @contextlib.contextmanager
 def _serve(plane: ControlPlane, work: Path, settings: dict[str, Any]) -> Iterator[Webhook]:
     simulator = SimulatorProcess(work).start()
@@ -59,7 +47,8 @@ def webhook(
         "spec": {},
     }
     control_plane.kubectl("apply", "-f", "-", input=json.dumps(device_class))
-    with _serve(control_plane, tmp_path_factory.mktemp("dra"), kube_settings(control_plane)) as w:
+    settings = control_plane.kubernetes_settings()
+    with _serve(control_plane, tmp_path_factory.mktemp("dra"), settings) as w:
         yield w
 
 
@@ -149,7 +138,7 @@ def test_an_unreachable_apiserver_fails_by_the_failure_mode(
     control_plane.kubectl(
         "apply", "-f", "-", input=json.dumps(template("gpus-64", namespace, count=64))
     )
-    settings = kube_settings(control_plane, api_url="https://127.0.0.1:9")
+    settings = control_plane.kubernetes_settings(api_url="https://127.0.0.1:9")
     settings["admission"] = {"failure_mode": "open"}
     try:  # a second server takes the webhook configuration over for this test
         with _serve(control_plane, tmp_path_factory.mktemp("dra-down"), settings):
