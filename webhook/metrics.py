@@ -211,3 +211,10 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.audit_events = Counter(
+            "nodelimits_audit_events_total",
+            "Events on violating objects, by outcome: sent, deferred (over the per-run "
+            "bound, sent by a later audit), failed.",
+            ["outcome"],
+            registry=r,
+        )

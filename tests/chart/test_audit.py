@@ -102,3 +102,21 @@ def test_an_operators_kind_row_is_listed_too(render_chart: RenderFn) -> None:
     granted = rules(render_chart(values).one("ClusterRole", "-audit"))
     lists = [(g, r) for g, r, v, _ in granted if v == ("list", "watch")]
     assert lists == [(("",), ("pods",)), ((row["group"],), (row["plural"],))]
+
+
+def test_events_are_off_by_default_and_when_on_only_create_is_granted(
+    render_chart: RenderFn,
+) -> None:
+    off = render_chart(ON)
+    assert not [g for g in rules(off.one("ClusterRole", "-audit")) if "events.k8s.io" in g[0]]
+    assert (
+        "--events"
+        not in off.one("Deployment", "-audit")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    on = render_chart({"audit": {"enabled": True, "events": {"enabled": True, "perRun": 7}}})
+    granted = rules(on.one("ClusterRole", "-audit"))
+    assert (("events.k8s.io",), ("events",), ("create",), ()) in granted
+    [container] = on.one("Deployment", "-audit")["spec"]["template"]["spec"]["containers"]
+    assert {"--events", "--events-per-run=7", "--events-repeat-after=3600"} <= set(
+        container["args"]
+    )

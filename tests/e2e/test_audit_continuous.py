@@ -69,7 +69,13 @@ def report_crds(control_plane: ControlPlane) -> None:
 
 class Replica:
     def __init__(
-        self, plane: ControlPlane, config: Path, namespace: str, identity: str, workdir: Path
+        self,
+        plane: ControlPlane,
+        config: Path,
+        namespace: str,
+        identity: str,
+        workdir: Path,
+        *extra: str,
     ) -> None:
         self.identity = identity
         self.port = free_port()
@@ -79,7 +85,7 @@ class Replica:
             sys.executable, "-m", "webhook", "audit-controller", "--live", "-n", namespace,
             "--interval", str(INTERVAL), "--limits-poll", "1", "--lease-namespace", namespace,
             "--identity", identity, "--lease-duration", str(LEASE_SECONDS),
-            "--metrics-address", "127.0.0.1", "--metrics-port", str(self.port),
+            "--metrics-address", "127.0.0.1", "--metrics-port", str(self.port), *extra,
         ]  # fmt: skip
         self.process = Process(identity, argv, workdir / f"{identity}.log", env)
 
@@ -240,3 +246,47 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
     finally:
         for r in replicas:
             r.process.stop()
+
+
+def warning_events(plane: ControlPlane, namespace: str) -> dict[str, str]:
+    """The audit's Events in the namespace: regarding kind/name -> note."""
+    got = plane.kubectl("get", "events.events.k8s.io", "-n", namespace, "-o", "json")
+    return {
+        f"{e['regarding']['kind']}/{e['regarding']['name']}": e["note"]
+        for e in json.loads(got.stdout)["items"]
+        if e.get("reportingController") == "nodelimits.io/audit" and e["type"] == "Warning"
+    }
+
+
+@pytest.mark.usefixtures("report_crds")
+def test_with_events_each_object_that_stops_fitting_gets_one_warning_event(
+    control_plane: ControlPlane,
+    simulator: SimulatorProcess,
+    config_file: Path,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    objects = [o for o in workloads(namespace) if o["kind"] != "Trainer"]
+    create(control_plane, objects)
+    replica = Replica(control_plane, config_file, namespace, "audit-events", tmp_path, "--events")
+    try:
+        wait_for(
+            "the first audit", lambda: get_report(control_plane, namespace) is not None, [replica]
+        )
+        assert warning_events(control_plane, namespace) == {}  # everything fits
+        set_cards(simulator, 2)
+        try:
+            events = wait_for(
+                "the Events after the shrink",
+                lambda: (e := warning_events(control_plane, namespace)) and len(e) >= 3 and e,
+                [replica],
+            )
+        finally:
+            set_cards(simulator, 4)
+        assert set(events) == {"Pod/pod-4", "Job/job-4", "Deployment/serve-4"}
+        for note in events.values():
+            assert note.startswith("nodelimits: ")
+            assert "nvidia.com/gpu 4 > 2 cards per node" in note
+        assert replica.metric("nodelimits_audit_events_total", outcome="sent") == 3
+    finally:
+        replica.process.stop()

@@ -197,6 +197,26 @@ def audit(
 @click.option("--lease-duration", type=click.FloatRange(1), default=15.0, show_default=True)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option(
+    "--events/--no-events",
+    default=False,
+    show_default=True,
+    help="Write a Warning Event (events.k8s.io/v1) on each violating object.",
+)
+@click.option(
+    "--events-per-run",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="At most this many Events per audit; the rest come in later audits.",
+)
+@click.option(
+    "--events-repeat-after",
+    type=click.FloatRange(1),
+    default=3600.0,
+    show_default=True,
+    help="Seconds before the same finding on the same object gets another Event.",
+)
 @config_option
 def audit_controller(
     limits_file: Path | None,
@@ -212,6 +232,9 @@ def audit_controller(
     lease_duration: float,
     metrics_port: int,
     metrics_address: str,
+    events: bool,
+    events_per_run: int,
+    events_repeat_after: float,
     chunk_size: int,
     kubeconfig: Path | None,
     kube_context: str | None,
@@ -231,6 +254,7 @@ def audit_controller(
 
     from webhook.audit.cluster import KubeCluster
     from webhook.audit.controller import AuditController, ControllerOptions, metrics_app
+    from webhook.audit.events import EventOptions
     from webhook.audit.scan import candidate_targets
     from webhook.metrics import Metrics
     from webhook.platform import build_limits_cache
@@ -257,6 +281,7 @@ def audit_controller(
         namespace=namespace,
         selector=selector,
         chunk_size=chunk_size,
+        events=EventOptions(events_per_run, events_repeat_after) if events else None,
     )
     metrics = Metrics()
 

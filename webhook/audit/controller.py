@@ -23,6 +23,7 @@ import aiohttp.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.audit.cluster import KubeCluster, Target
+from webhook.audit.events import EventOptions, EventRecorder
 from webhook.audit.lease import Lease
 from webhook.audit.scan import AuditReport, run_audit
 from webhook.audit.writer import write_reports
@@ -50,6 +51,8 @@ class ControllerOptions:
     namespace: str | None = None
     selector: str | None = None
     chunk_size: int = 500
+    events: EventOptions | None = None
+    """Events on violating objects (None: none)."""
 
     @property
     def field_manager(self) -> str:
@@ -76,6 +79,9 @@ class AuditController:
             options.lease_name,
             options.identity,
             duration=options.lease_duration,
+        )
+        self.events = (
+            EventRecorder(cluster, options.identity, options.events) if options.events else None
         )
         self.seen: dict[Key, NodeLimits] = {}
         """The limits the last audit judged by, per (group, type) it used."""
@@ -172,6 +178,15 @@ class AuditController:
         ):
             if names:
                 self.metrics.audit_report_writes.labels(op).inc(len(names))
+        if self.events is not None:
+            sent = await asyncio.to_thread(self.events.record, report, time.time())
+            for outcome, count in (
+                ("sent", sent.sent),
+                ("deferred", sent.deferred),
+                ("failed", sent.failed),
+            ):
+                if count:
+                    self.metrics.audit_events.labels(outcome).inc(count)
         log.info(
             "audit (%s): %d objects, %d violating, %d errors in %.2fs; reports created %s, "
             "replaced %s, deleted %s, unchanged %d, failed %s",
