@@ -172,8 +172,9 @@ class ServerSettings(_Model):
     """Seconds between checks of the cert files for rotation."""
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    shutdown_delay: Annotated[float, Field(ge=0, le=60)] = 2.0
-    """Seconds to keep serving after SIGTERM while endpoints drop the pod (not ready)."""
+    shutdown_delay: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """Seconds to keep serving after SIGTERM while endpoints drop the pod (not ready) and
+    kube-proxy stops sending new connections; responses meanwhile close their connection."""
     manage_webhook_url: str | None = None
     """Development only: let kopf create a webhook configuration pointing at this URL."""
     ca_file: Path | None = None

@@ -259,8 +259,8 @@ def test_every_default_value_is_declared_and_described_by_type() -> None:
             id="ca-not-longer-than-leaf",
         ),
         pytest.param(
-            {"terminationGracePeriodSeconds": 2},
-            "terminationGracePeriodSeconds (2) must exceed config.server.shutdown_delay (2)",
+            {"terminationGracePeriodSeconds": 5},
+            "terminationGracePeriodSeconds (5) must exceed config.server.shutdown_delay (5)",
             id="grace-not-above-shutdown-delay",
         ),
         # Issue 17: what operators get wrong, refused with what is allowed.
