@@ -156,19 +156,21 @@ def test_chart_service_account_gets_resource_claims_and_no_more_of_dra(
         ).stdout
         return {tuple(line.split()) for line in out.splitlines()[1:] if line.strip()}
 
-    # The defaults of any authenticated service account, plus the claims grant: get, on
-    # those two and no other resource.k8s.io object. (Certificate self-management, when
-    # the chart does it, grants get/update on its own named objects.)
+    # The defaults of any authenticated service account, plus get on the objects a
+    # workload names (DRA's claims, issue 11; a TrainJob's runtime, issue 15) and nothing
+    # else on every name: the rest (certificate self-management) is by resourceNames.
     granted = rules(user) - rules(nobody)
-    assert {g for g in granted if "resource.k8s.io" in g[0]} == {
+    assert {g for g in granted if g[2] == "[]"} == {
         ("resourceclaims.resource.k8s.io", "[]", "[]", "[get]"),
         ("resourceclaimtemplates.resource.k8s.io", "[]", "[]", "[get]"),
+        ("clustertrainingruntimes.trainer.kubeflow.org", "[]", "[]", "[get]"),
+        ("trainingruntimes.trainer.kubeflow.org", "[]", "[]", "[get]"),
     }
-    assert all(g[2] != "[]" for g in granted if "resource.k8s.io" not in g[0]), granted
     assert rules(nobody) <= rules(user)
     for verb, resource in [("list", "pods"), ("get", "secrets"), ("create", "events"),
                            ("patch", "validatingwebhookconfigurations"),
                            ("list", "resourceclaimtemplates.resource.k8s.io"),
+                           ("list", "trainingruntimes.trainer.kubeflow.org"),
                            ("get", "deviceclasses.resource.k8s.io")]:  # fmt: skip
         result = control_plane.kubectl(
             "auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False

@@ -107,6 +107,10 @@ def test_version_in_the_image_reports_the_revision_it_was_built_from(
 def chart_values(simulator: SimulatorProcess, port: int, metrics_port: int) -> dict[str, Any]:
     """Documented values only (charts/nodelimits/values.yaml)."""
     return {
+        # The chart's builtin certificates, which DeploymentContainer projects from the
+        # rendered Secret; the self-managed ones (the default) need the server to write the
+        # Secret through the apiserver: tests/e2e/test_selfcerts_online.py, tests/node.
+        "certificates.mode": "builtin",
         "config.log_format": "json",
         "config.platform.base_url": simulator.url,
         "config.platform.center_url": simulator.url,
