@@ -49,7 +49,8 @@ _RUNTIME_PLURAL = {
 }
 _RUNTIME_VERSION = "v1alpha1"
 _MISSING_TTL = 5.0
-_MAX_BODY = 1 << 20  # a claim is small; anything larger is not one
+_MAX_BODY = 3 << 20
+"""etcd stores objects of at most 1.5 MiB; anything larger is not a claim or a runtime."""
 _Entry = tuple[float, Mapping[str, Any] | None]
 
 
@@ -153,7 +154,7 @@ class ApiserverClaims:
                 timeout=timeout,
             ) as response:
                 status = response.status
-                body = await response.content.read(_MAX_BODY + 1)
+                body = await _read_body(response)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
             raise error(
                 f"cannot read {what} from the apiserver: {type(exc).__name__}: {exc}"
@@ -214,6 +215,20 @@ def runtime_source(
         return claims
     url = settings.api_url or in_cluster_url()
     return ApiserverClaims(settings, url) if url else None
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, or its first ``_MAX_BODY + 1`` bytes: one ``read(n)`` returns what
+    has arrived, which for a runtime of a few KiB was a part of it ("not JSON")."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= _MAX_BODY:
+        chunk = await response.content.read(_MAX_BODY + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def claim_source(settings: KubernetesSettings) -> ApiserverClaims | None:

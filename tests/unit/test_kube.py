@@ -3,6 +3,8 @@ a local HTTP server."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,6 +37,16 @@ class Api:
             return aiohttp.web.json_response({"kind": "ResourceClaimTemplate", "spec": {}})
         if name == "torch":
             return aiohttp.web.json_response({"kind": "ClusterTrainingRuntime", "spec": {}})
+        if name == "chunked":  # a body that arrives in several parts
+            response = aiohttp.web.StreamResponse()
+            response.content_type = "application/json"
+            await response.prepare(request)
+            text = json.dumps({"kind": "ClusterTrainingRuntime", "spec": {"x": "y" * 300_000}})
+            for at in range(0, len(text), 50_000):
+                await response.write(text[at : at + 50_000].encode())
+                await asyncio.sleep(0.01)
+            await response.write_eof()
+            return response  # type: ignore[return-value]
         if name == "secret":
             return aiohttp.web.json_response({}, status=403)
         return aiohttp.web.json_response({}, status=404)
@@ -141,6 +153,18 @@ async def test_a_cluster_training_runtime_is_read_and_cached(
         assert got.found[CLUSTER_RUNTIME.key]["kind"] == "ClusterTrainingRuntime"
         await reader.runtimes(CLUSTER_RUNTIME)
         assert state.hits == ["/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/torch"]
+    finally:
+        await reader.close()
+
+
+async def test_a_runtime_whose_body_arrives_in_parts_is_read_whole(
+    api: tuple[Api, str], tmp_path: Path
+) -> None:
+    reader = source(api[1], tmp_path, [0.0])
+    ref = trainjob.RuntimeRef(trainjob.CLUSTER_RUNTIME, "chunked")
+    try:
+        got = await reader.runtimes(ref)
+        assert len(got.found[ref.key]["spec"]["x"]) == 300_000
     finally:
         await reader.close()
 
