@@ -341,3 +341,40 @@ def test_an_operators_kind_from_policy_workload_kinds_is_judged_online(
         f"nodelimits: Trainer {namespace}/too-big does not fit one node of resource group "
         '"a800x8" (gpu): role worker: nvidia.com/gpu 8 > 4 cards per node'
     ) in denied.stderr, denied.stderr
+
+
+TRAINJOB = examples.MANIFESTS / "trainjob.yaml"
+
+
+def test_a_trainjob_whose_runtime_does_not_exist_is_denied_naming_it(
+    control_plane: ControlPlane, stack: tuple[SimulatorProcess, Webhook], namespace: str
+) -> None:
+    _, fits, _ = examples.documents(TRAINJOB)
+    fits["metadata"]["namespace"] = namespace
+    fits["spec"]["runtimeRef"]["name"] = "no-such-runtime"
+    denied = apply(control_plane, fits)
+    assert denied.returncode != 0
+    assert (
+        f"TrainJob.trainer.kubeflow.org {namespace}/llm-finetune-fits is invalid: "
+        'spec.runtimeRef: ClusterTrainingRuntime "no-such-runtime" not found in the cluster'
+    ) in denied.stderr, denied.stderr
+
+
+def test_a_trainjob_is_judged_by_the_training_runtime_of_its_namespace(
+    control_plane: ControlPlane, stack: tuple[SimulatorProcess, Webhook], namespace: str
+) -> None:
+    runtime, fits, too_big = examples.documents(TRAINJOB)
+    runtime["kind"] = "TrainingRuntime"
+    runtime["metadata"]["namespace"] = namespace
+    created = apply(control_plane, runtime)
+    assert created.returncode == 0, created.stderr
+    for doc in (fits, too_big):
+        doc["metadata"]["namespace"] = namespace
+        doc["spec"]["runtimeRef"]["kind"] = "TrainingRuntime"
+    accepted = apply(control_plane, fits)
+    assert accepted.returncode == 0, accepted.stderr
+    denied = apply(control_plane, too_big)
+    assert denied.returncode != 0
+    assert "replicated job node: nvidia.com/gpu 8 > 4 cards per node" in denied.stderr, (
+        denied.stderr
+    )
