@@ -60,6 +60,7 @@ __all__ = [
     "find_bin_dir",
     "free_port",
     "has_default_route",
+    "run_build_script",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,9 +138,19 @@ def find_bin_dir(*, build: bool = True, build_timeout: float | None = None) -> P
         return bin_dir
     if not build:
         raise TestbinUnavailable(f"${ENV_TESTBIN} is not set", go_missing=False)
+    return run_build_script(BUILD_SCRIPT, GO_HINT, build_timeout)
+
+
+def run_build_script(
+    script: Path, go_hint: str, build_timeout: float | None = None, *args: str
+) -> Path:
+    """Run a tools/*/build.sh (with ``args``) that builds from the Go module proxy into a
+    cache (at once when cached) and prints its result's path last; its progress goes to
+    this process's stderr. Raises :class:`TestbinUnavailable` (``go_missing``: exit 3,
+    said with ``go_hint``)."""
     try:
         result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
+            ["bash", str(script), *args],
             stdout=subprocess.PIPE,
             text=True,
             timeout=build_timeout,
@@ -147,14 +158,15 @@ def find_bin_dir(*, build: bool = True, build_timeout: float | None = None) -> P
         )
     except subprocess.TimeoutExpired as exc:
         raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} did not finish within {build_timeout} s", go_missing=False
+            f"{script} did not finish within {build_timeout} s", go_missing=False
         ) from exc
     if result.returncode == GO_MISSING_EXIT_CODE:
-        raise TestbinUnavailable(f"Go is not installed: {GO_HINT}", go_missing=True)
+        raise TestbinUnavailable(f"Go is not installed: {go_hint}", go_missing=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode} (its log is above)",
+            f"{' '.join([str(script), *args])} failed with exit code {result.returncode}"
+            " (its log is above)",
             go_missing=False,
         )
     return Path(lines[-1])

@@ -25,33 +25,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from devtools.controlplane import GO_MISSING_EXIT_CODE, REPO_ROOT, TestbinUnavailable
+from devtools.controlplane import REPO_ROOT, run_build_script
 
 BUILD_SCRIPT = REPO_ROOT / "tools" / "oracle" / "build.sh"
 
 
 def find_oracle(*, build_timeout: float | None = None) -> Path:
     """Path of the oracle binary, building it on first use (progress on stderr)."""
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=build_timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} did not finish within {build_timeout} s", go_missing=False
-        ) from exc
-    if result.returncode == GO_MISSING_EXIT_CODE:
-        raise TestbinUnavailable("Go is not installed (see tools/oracle/build.sh)", go_missing=True)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode}", go_missing=False
-        )
-    return Path(lines[-1])
+    return run_build_script(BUILD_SCRIPT, "see tools/oracle/build.sh", build_timeout)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,9 @@ on the chart's PrometheusRule.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-from devtools.controlplane import GO_MISSING_EXIT_CODE, TestbinUnavailable
+from devtools.controlplane import TestbinUnavailable, run_build_script
 
 __all__ = ["BUILD_SCRIPT", "ENV_PROMTOOL", "find_promtool"]
 
@@ -41,24 +40,4 @@ def find_promtool(*, build: bool = True, build_timeout: float | None = None) -> 
         return path
     if not build:
         raise TestbinUnavailable(f"${ENV_PROMTOOL} is not set", go_missing=False)
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=build_timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} did not finish within {build_timeout} s", go_missing=False
-        ) from exc
-    if result.returncode == GO_MISSING_EXIT_CODE:
-        raise TestbinUnavailable(f"Go is not installed: {GO_HINT}", go_missing=True)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} failed with exit code {result.returncode} (its log is above)",
-            go_missing=False,
-        )
-    return Path(lines[-1])
+    return run_build_script(BUILD_SCRIPT, GO_HINT, build_timeout)

@@ -57,12 +57,12 @@ from devtools import certs, hoststate, nodeimages
 from devtools.controlplane import (
     BUILD_SCRIPT,
     ENV_TESTBIN,
-    GO_MISSING_EXIT_CODE,
     CommandFailed,
     ControlPlane,
     ControlPlaneError,
     TestbinUnavailable,
     _Component,
+    run_build_script,
 )
 
 __all__ = [
@@ -176,19 +176,7 @@ def find_node_bin_dir(*, build: bool = True) -> Path:
         return bin_dir
     if not build:
         raise TestbinUnavailable(f"${ENV_TESTBIN} is not set", go_missing=False)
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "--node"], stdout=subprocess.PIPE, text=True, check=False
-    )
-    lines = result.stdout.strip().splitlines()
-    if result.returncode == GO_MISSING_EXIT_CODE:
-        raise TestbinUnavailable(
-            "Go is not installed (see tools/testbin/build.sh)", go_missing=True
-        )
-    if result.returncode != 0 or not lines:
-        raise TestbinUnavailable(
-            f"{BUILD_SCRIPT} --node failed with exit code {result.returncode}", go_missing=False
-        )
-    return Path(lines[-1])
+    return run_build_script(BUILD_SCRIPT, "see tools/testbin/build.sh", None, "--node")
 
 
 class _NodeControlPlane(ControlPlane):
