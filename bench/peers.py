@@ -412,13 +412,14 @@ def gatekeeper_manifests(limits: dict[str, dict[str, Any]] | None = None) -> str
 def _jp_pod_request(spec: str, resource: str) -> str:
     """JMESPath: the pod's effective request of ``resource`` as a number (Kyverno's
     ``divide(quantity, '1')`` turns a quantity into one)."""
-    amount = (
-        f"divide(resources.requests.\"{resource}\" || resources.limits.\"{resource}\" || '0', '1')"
-    )
+    # to_string: a manifest read by the CLI may hold a bare number (the apiserver would
+    # send "5"), and divide() takes two quantities or two numbers, not one of each.
+    either = f'resources.requests."{resource}" || resources.limits."{resource}" || \'0\''
+    amount = f"divide(to_string({either}), '1')"
     regular = f"sum({spec}.containers[].[{amount}][])"
     sidecars = f"sum({spec}.initContainers[?restartPolicy=='Always'].[{amount}][] || [`0`])"
     biggest_init = f"max({spec}.initContainers[?restartPolicy!='Always'].[{amount}][] || [`0`])"
-    overhead = f"divide({spec}.overhead.\"{resource}\" || '0', '1')"
+    overhead = f"divide(to_string({spec}.overhead.\"{resource}\" || '0'), '1')"
     return f"add(max([add({regular}, {sidecars}), add({biggest_init}, {sidecars})]), {overhead})"
 
 
