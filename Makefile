@@ -70,6 +70,8 @@ bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_policy
 	$(PYTHON) -m bench.bench_check
 	$(PYTHON) -m bench.bench_webhook
+	$(PYTHON) -m bench.bench_apiserver --peers  # builds Gatekeeper/Kyverno once (tools/peers)
+	$(PYTHON) -m bench.peer_verdicts
 
 docs: install chart-docs  ## regenerate the chart README and the measured tables of docs/reliability.md (fault matrix: a real run)
 	$(PYTHON) -m pytest tests/e2e/test_fault_matrix.py --write-docs
