@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".cache" / "bench"
 NAMESPACE = "bench"
 PROBE_ANNOTATION = "bench.nodelimits.io/probe"
-PEERS_BUILD = ROOT / "tools" / "peers" / "build.sh"
 PATHS = {
     "pod": f"/api/v1/namespaces/{NAMESPACE}/pods",
     "job": f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs",
@@ -632,18 +631,6 @@ def report(table: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nraw results: {OUT / 'apiserver.json'}")
 
 
-def peer_bin_dir(peer: str) -> Path | None:
-    """tools/peers/build.sh PEER (builds on first use, prints the cache directory); None,
-    with the reason printed, when it fails."""
-    argv = ["bash", str(PEERS_BUILD), peer]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        print(f"# {peer}: {PEERS_BUILD} failed (exit {done.returncode}, log above): not measured")
-        return None
-    return Path(lines[-1])
-
-
 def run(args: argparse.Namespace) -> None:
     # SIGTERM (timeout, kill) unwinds like Ctrl-C: every process started here is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -656,7 +643,7 @@ def run(args: argparse.Namespace) -> None:
     names = list(args.configs)
     peer_bin = None
     for peer in peer_servers.SUPPORTED if args.peers else ():
-        found = peer_bin_dir(peer)
+        found = peers.built(peer)
         if found is not None:
             peer_bin = found
             names.append(peer)

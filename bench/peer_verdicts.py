@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,6 @@ from devtools.examples import LIMITS_FILE, built_in_files, documents
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "verdicts"
 COVERED = {("", "Pod"), ("batch", "Job")}
-PEERS_BUILD = ROOT / "tools" / "peers" / "build.sh"
 
 
 @dataclass(frozen=True)
@@ -242,14 +242,6 @@ def _await_vap(api: Any) -> None:
 # --- Gatekeeper (gator) and Kyverno (CLI), offline ----------------------------------------------
 
 
-def peer_bin(peer: str) -> Path | None:
-    """tools/peers/build.sh PEER's cache directory (built on first use), None if it fails."""
-    argv = ["bash", str(PEERS_BUILD), peer]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    lines = done.stdout.strip().splitlines()
-    return Path(lines[-1]) if done.returncode == 0 and lines else None
-
-
 def gator_verdicts(cases: list[Case], gator: Path, work: Path) -> list[str]:
     policy = work / "gatekeeper.yaml"
     policy.write_text(peers.gatekeeper_manifests())
@@ -326,6 +318,8 @@ def agrees(reference: str, verdict: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the control plane and files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cases = example_cases() + extra_cases()
     work = Path(tempfile.mkdtemp(prefix="nodelimits-verdicts-"))
     columns: dict[str, list[str]] = {}
@@ -333,10 +327,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         columns["nodelimits check"] = nodelimits_verdicts(cases, work)
         runners: dict[str, Callable[[], list[str]]] = {"vap": lambda: vap_verdicts(cases)}
-        gk = peer_bin("gatekeeper") if "gatekeeper" in args.peers else None
+        gk = peers.built("gatekeeper") if "gatekeeper" in args.peers else None
         if gk is not None:
             runners["gatekeeper"] = lambda: gator_verdicts(cases, gk / "gator", work)
-        ky = peer_bin("kyverno") if "kyverno" in args.peers else None
+        ky = peers.built("kyverno") if "kyverno" in args.peers else None
         if ky is not None:
             runners["kyverno"] = lambda: kyverno_verdicts(cases, ky / "kubectl-kyverno", work)
         for name in args.peers:

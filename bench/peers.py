@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from devtools.controlplane import TestbinUnavailable, run_build_script
 from devtools.examples import LIMITS_FILE
 from webhook.core.limits import AcceleratorType, NodeLimits
 from webhook.platform.static import load_limits_file
@@ -40,6 +41,7 @@ from webhook.platform.static import load_limits_file
 __all__ = [
     "GROUP_ANNOTATION",
     "POLICY_NAME",
+    "built",
     "gatekeeper_manifests",
     "group_limits",
     "kyverno_manifests",
@@ -54,6 +56,20 @@ DEVICE = {
     AcceleratorType.MLU: "cambricon.com/mlu",
     AcceleratorType.CPU: "",
 }
+
+
+PEERS_BUILD = Path(__file__).resolve().parents[1] / "tools" / "peers" / "build.sh"
+GO_HINT = "install Go >= 1.26.6 (https://go.dev/dl/) and put `go` on PATH"
+
+
+def built(peer: str) -> Path | None:
+    """The cache directory of ``tools/peers/build.sh PEER`` (built on first use: tens of
+    minutes cold); None, with the reason printed, when it cannot be had."""
+    try:
+        return run_build_script(PEERS_BUILD, GO_HINT, None, peer)
+    except TestbinUnavailable as exc:
+        print(f"# {peer}: not available: {exc}", flush=True)
+        return None
 
 
 def group_limits(limits_file: Path = LIMITS_FILE) -> dict[str, dict[str, Any]]:
