@@ -292,16 +292,19 @@ def test_label_on_an_oversized_legacy_job_is_allowed(
     assert skipped[-1]["verdict"] == "skip", skipped
 
 
-def test_annotating_an_existing_pod_is_not_rechecked(
+def test_annotating_an_existing_pod_with_a_group_it_cannot_fit_is_denied(
     control_plane: ControlPlane, namespace: str, webhook: Webhook
 ) -> None:
-    """Residual, documented in docs/reliability.md: Pod UPDATE is out of scope (DESIGN:
-    Pod CREATE and pods/resize), so a group annotation added to a running pod is not
-    judged. The pod's resources cannot grow that way (immutable outside pods/resize)."""
+    """A group annotation added to a running pod re-targets it: the Pod UPDATE is judged
+    (issue 12; the chart's matchCondition sends only such UPDATEs), so a pod admitted
+    unannotated cannot be put on a group it does not fit afterwards."""
     obj = big_pod(name="late", group=None)
     assert create(control_plane, obj, namespace).returncode == 0
     result = kubectl(
         control_plane, "annotate", "pod", "late", "-n", namespace, f"{GROUP_KEY}=TeslaM40"
     )
-    assert result.returncode == 0, result.stderr
-    assert not [d for d in webhook.decisions() if d.get("name") == "late"]
+    assert result.returncode != 0
+    assert 'admission webhook "pods.nodelimits.io" denied the request' in result.stderr
+    assert "cpu 999 > 40 cores per node" in result.stderr
+    [decision] = [d for d in webhook.decisions() if d.get("name") == "late"]
+    assert decision["operation"] == "UPDATE"
