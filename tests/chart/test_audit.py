@@ -73,6 +73,8 @@ def test_the_audit_gets_least_rbac_and_its_own_account(render_chart: RenderFn) -
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == name
     [container] = pod["containers"]
+    # not the image's entrypoint (nodelimits serve): found on the real node
+    assert container["command"] == ["nodelimits"]
     assert container["args"][:2] == ["audit-controller", "--live"]
     assert f"--lease-name={name}" in container["args"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
