@@ -192,8 +192,24 @@ def diagnose(node: RealNode, namespace: str, lines: int = 15) -> str:
     return "\n".join(out)
 
 
-def uninstall(node: RealNode) -> None:
+def uninstall(node: RealNode, timeout: float = 90.0) -> None:
+    """`helm uninstall`, then until the release's pods are gone: helm's --wait sees its
+    Deployments deleted, while their pods still drain (shutdown_delay) and would be
+    counted by the next install's checks."""
     node.helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout", "120s")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = node.kubectl(
+            "get", "pods", "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "name", check=False
+        )
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return
+        time.sleep(0.5)
+    raise NodeStackError(
+        f"the release's pods still there {timeout:g} s after helm uninstall\n"
+        f"{diagnose(node, RELEASE_NAMESPACE)}"
+    )
 
 
 def probe_pod(group: str = "TeslaM40", cpu: str = "999") -> dict[str, Any]:
