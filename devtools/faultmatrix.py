@@ -385,11 +385,16 @@ class Stack:
                 group = self.group()
                 self.stale_groups[(fault.id, label)] = group
                 jobs.append((label, group))
-        for _ in range(3):  # setup, not a cell: a busy machine may miss a deadline here
+        # Warmed means the group's real limits are cached under the type its listing gives:
+        # "big" must be denied by the policy (POLICY_DENIAL), not as a group unknown under
+        # a type inferred while the server's cached group list still predated the group —
+        # a stale cell would then look it up under the listed type and meet its fault cold.
+        for _ in range(5):  # setup, not a cell: the list refresh, a busy machine's deadline
             answers = self.reviews(*jobs)
-            jobs = [(a.label, a.group) for a in answers if a.allowed is not (a.label == "fits")]
+            jobs = [(a.label, a.group) for a in answers if not _warmed(a)]
             if not jobs:
                 break
+            time.sleep(TTL + 0.2)  # the group list goes stale and is fetched again
         assert not jobs, f"warming the cache failed for {jobs}"
         self.warmed_at = time.monotonic()
 
@@ -522,6 +527,15 @@ def total(deltas: Mapping[str, float], prefix: str) -> float:
 # --- expectations -------------------------------------------------------------------------
 
 POLICY_DENIAL = "cpu 999 > 40 cores per node"
+
+
+def _warmed(answer: Answer) -> bool:
+    """The answer came from the group's real limits: fits allowed, big denied by them."""
+    if answer.label == "fits":
+        return answer.allowed is True
+    return answer.allowed is False and POLICY_DENIAL in answer.message
+
+
 STALE_WARNING = "cached limits were used"
 CLOSED = "denied because failureMode is closed"
 OPEN = "allowed because failureMode is open"
