@@ -43,11 +43,6 @@ __all__ = [
 ]
 
 _PLURAL = {dra.TEMPLATE: "resourceclaimtemplates", dra.CLAIM: "resourceclaims"}
-_RUNTIME_PLURAL = {
-    trainjob.CLUSTER_RUNTIME: "clustertrainingruntimes",
-    trainjob.NAMESPACED_RUNTIME: "trainingruntimes",
-}
-_RUNTIME_VERSION = "v1alpha1"
 _MISSING_TTL = 5.0
 _MAX_BODY = 3 << 20
 """etcd stores objects of at most 1.5 MiB; anything larger is not a claim or a runtime."""
@@ -182,10 +177,10 @@ class ApiserverClaims:
 
     async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
         """A :class:`webhook.review.RuntimeSource`: the training runtime ``ref`` names."""
-        plural = _RUNTIME_PLURAL[ref.kind]
+        plural = trainjob.RUNTIME_PLURALS[ref.kind]
         where = f"/namespaces/{quote(ref.namespace, safe='')}" if ref.namespace else ""
         path = (
-            f"/apis/{trainjob.GROUP}/{_RUNTIME_VERSION}{where}/{plural}/{quote(ref.name, safe='')}"
+            f"/apis/{trainjob.GROUP}/{trainjob.VERSION}{where}/{plural}/{quote(ref.name, safe='')}"
         )
         key = (ref.namespace, ref.kind, ref.name)  # a claim's layout; kinds tell them apart
         got = await self._read(key, path, ref.shown, RuntimeUnavailable)

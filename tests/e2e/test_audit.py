@@ -3,7 +3,8 @@
 Fitting workloads of several kinds are created; the simulator then shrinks the group's
 per-node cards and the audit must name exactly the objects that no longer fit, in every
 output; restoring the limits clears them. An object the policy cannot read is an error
-result, never a pass.
+result, never a pass. TrainJobs (the trainer's upstream CRDs) are judged by the training
+runtime they name, read from the cluster; a runtime that does not exist is an error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from devtools import builders
+from devtools import builders, examples
+from devtools import crds as upstream_crds
 from devtools.controlplane import ControlPlane
 from devtools.stack import ROOT, SimulatorProcess
 
@@ -274,3 +276,54 @@ def test_a_missing_crd_is_skipped_and_an_unreachable_cluster_is_an_error(
     assert down.returncode == 2
     assert "discovery failed" in down.stderr
     assert os.environ.get("KUBECONFIG") != str(dead)
+
+
+TRAINER = "trainer.kubeflow.org"
+
+
+@pytest.fixture(scope="module")
+def trainer_crds(control_plane: ControlPlane, crds: upstream_crds.CrdCache) -> None:
+    """The trainer's TrainJob and (Cluster)TrainingRuntime CRDs, as the kinds' e2e tests
+    install them (the upstream CRDs, devtools/crds.py)."""
+    kinds = ("TrainJob", "TrainingRuntime", "ClusterTrainingRuntime")
+    found = [crds.find(TRAINER, kind, "v1alpha1") for kind in kinds]
+    assert all(found), f"no trainer CRDs in {crds.directory}"
+    upstream_crds.install(control_plane, [c for c in found if c is not None])
+
+
+@pytest.mark.usefixtures("trainer_crds")
+def test_trainjobs_are_judged_by_their_runtime_and_a_missing_one_is_an_error(
+    control_plane: ControlPlane, config_file: Path, namespace: str
+) -> None:
+    runtime, fit, big = examples.documents(examples.MANIFESTS / "trainjob.yaml")
+    runtime["metadata"]["name"] += f"-{namespace[-6:]}"  # cluster-scoped: one per test run
+    orphan = json.loads(json.dumps(fit).replace("llm-finetune-fits", "orphan"))
+    orphan["spec"]["runtimeRef"]["name"] = "no-such-runtime"
+    for doc in (fit, big, orphan):
+        doc["metadata"]["namespace"] = namespace
+    for doc in (fit, big):
+        doc["spec"]["runtimeRef"]["name"] = runtime["metadata"]["name"]
+    create(control_plane, [runtime, fit, big, orphan])
+
+    result = audit(
+        control_plane, config_file, namespace, "-o", "json", "--kinds", f"TrainJob.{TRAINER}"
+    )
+    assert result.returncode == 2, result.stderr  # the orphan could not be judged
+    assert verdicts(result) == {"TrainJob/llm-finetune-fits": True,
+                                "TrainJob/llm-finetune-too-big": False}  # fmt: skip
+    payload = json.loads(result.stdout)
+    [rejected] = [r for r in payload["results"] if not r["allowed"]]
+    assert "replicated job node: nvidia.com/gpu 8 > 4 cards per node" in rejected["message"]
+    assert payload["errors"] == [
+        f"TrainJob {namespace}/orphan: cannot be read: spec.runtimeRef: "
+        'ClusterTrainingRuntime "no-such-runtime" not found in the cluster'
+    ]
+    assert payload["audit"]["scanned"] == {f"TrainJob.{TRAINER}": 3}
+
+    reports = audit(control_plane, config_file, namespace, "-o", "policyreport",
+                    "--report-api", "openreports.io", "--kinds", f"TrainJob.{TRAINER}")  # fmt: skip
+    [report] = yaml.safe_load(reports.stdout)["items"]
+    assert report["kind"] == "Report"
+    assert {r["resources"][0]["name"]: r["result"] for r in report["results"]} == {
+        "llm-finetune-fits": "pass", "llm-finetune-too-big": "fail", "orphan": "error",
+    }  # fmt: skip

@@ -5,8 +5,9 @@ Workloads that fit a800x8 are reported as passes; the simulator lowers nvLimits 
 long before the (600 s) interval, the report fails exactly the three 4-card objects (the
 limits change is what triggered it: the leader's runs_total{trigger="limits"}); restored,
 the fails clear. The replica without the lease never writes (its metrics, the report's
-managedFields); killed, the leader's lease expires and the other replica takes over.
-Every wait is bounded.
+managedFields); killed, the leader's lease expires and the other replica takes over. With
+--report-api openreports.io the same findings go to openreports.io/v1alpha1 Reports (the
+chart's minimal CRDs) and no PolicyReport is written. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from devtools.stack import CHART, Process, SimulatorProcess
 from tests.e2e.test_audit import A800, create, set_cards, workloads
 
 CRDS = CHART / "files" / "policyreport-crds.yaml"
+OPENREPORTS_CRDS = CHART / "files" / "openreports-crds.yaml"
 INTERVAL = 600  # far beyond every wait below: a change seen sooner came from the limits
 WAIT = 90.0
 LEASE_SECONDS = 4
@@ -58,13 +60,21 @@ def config_file(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorPr
     return path
 
 
+def install_crds(plane: ControlPlane, path: Path, group: str, plurals: tuple[str, ...]) -> None:
+    plane.kubectl("apply", "-f", str(path))
+    for name in plurals:
+        plane.kubectl("wait", "--for=condition=Established", f"crd/{name}.{group}",
+                      "--timeout=30s")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def report_crds(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "-f", str(CRDS))
-    for name in ("policyreports", "clusterpolicyreports"):
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{name}.wgpolicyk8s.io", "--timeout=30s"
-        )
+    install_crds(control_plane, CRDS, "wgpolicyk8s.io", ("policyreports", "clusterpolicyreports"))
+
+
+@pytest.fixture(scope="module")
+def openreports_crds(control_plane: ControlPlane) -> None:
+    install_crds(control_plane, OPENREPORTS_CRDS, "openreports.io", ("reports", "clusterreports"))
 
 
 class Replica:
@@ -121,9 +131,11 @@ def wait_for(what: str, check: Callable[[], Any], replicas: list[Replica]) -> An
     raise AssertionError(f"{what}: not within {WAIT:.0f}s\n{logs}")
 
 
-def get_report(plane: ControlPlane, namespace: str) -> dict[str, Any] | None:
+def get_report(
+    plane: ControlPlane, namespace: str, resource: str = "policyreports.wgpolicyk8s.io"
+) -> dict[str, Any] | None:
     got = plane.kubectl(
-        "get", "policyreports.wgpolicyk8s.io", "nodelimits", "-n", namespace, "-o", "json",
+        "get", resource, "nodelimits", "-n", namespace, "-o", "json",
         "--show-managed-fields", check=False,
     )  # fmt: skip
     return json.loads(got.stdout) if got.returncode == 0 else None
@@ -146,6 +158,19 @@ def holder(plane: ControlPlane, namespace: str) -> str:
     return str(json.loads(got.stdout)["spec"].get("holderIdentity") or "")
 
 
+FITS = {"Pod/pod-4": "pass", "Pod/pod-1": "pass", "Job/job-4": "pass",
+        "Deployment/serve-2": "pass", "Deployment/serve-4": "pass"}  # fmt: skip
+"""What the reports say about the workloads while a800x8 has 4 cards per node."""
+OVER = {"Pod/pod-4", "Job/job-4", "Deployment/serve-4"}
+"""The workloads that no longer fit once it has 2."""
+SHRUNK = {k: "fail" if k in OVER else v for k, v in FITS.items()}
+
+
+def create_workloads(plane: ControlPlane, namespace: str) -> None:
+    """test_audit's workloads but its Trainer (whose CRD is that module's)."""
+    create(plane, [o for o in workloads(namespace) if o["kind"] != "Trainer"])
+
+
 def managers(report: dict[str, Any]) -> set[str]:
     return {m["manager"] for m in report["metadata"].get("managedFields", [])}
 
@@ -158,12 +183,7 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    objects = [o for o in workloads(namespace) if o["kind"] != "Trainer"]
-    create(control_plane, objects)
-    fits = {"Pod/pod-4": "pass", "Pod/pod-1": "pass", "Job/job-4": "pass",
-            "Deployment/serve-2": "pass", "Deployment/serve-4": "pass"}  # fmt: skip
-    over = {"Pod/pod-4", "Job/job-4", "Deployment/serve-4"}
-    shrunk = {k: "fail" if k in over else v for k, v in fits.items()}
+    create_workloads(control_plane, namespace)
 
     replicas = [
         Replica(control_plane, config_file, namespace, name, tmp_path)
@@ -171,7 +191,7 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
     ]
     try:
         wait_for(
-            "the first report", lambda: outcome(get_report(control_plane, namespace)) == fits,
+            "the first report", lambda: outcome(get_report(control_plane, namespace)) == FITS,
             replicas,
         )  # fmt: skip
         leader_id = wait_for("a lease holder", lambda: holder(control_plane, namespace), replicas)
@@ -184,7 +204,7 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
         try:
             wait_for(
                 "the fails after the shrink",
-                lambda: outcome(get_report(control_plane, namespace)) == shrunk,
+                lambda: outcome(get_report(control_plane, namespace)) == SHRUNK,
                 replicas,
             )
             assert leader.metric("nodelimits_audit_runs_total", trigger="limits") >= 1
@@ -210,7 +230,7 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
         finally:
             set_cards(simulator, 4)
         wait_for(
-            "the fails to clear", lambda: outcome(get_report(control_plane, namespace)) == fits,
+            "the fails to clear", lambda: outcome(get_report(control_plane, namespace)) == FITS,
             replicas,
         )  # fmt: skip
 
@@ -234,7 +254,7 @@ def test_two_replicas_one_writer_reports_follow_the_limits(
         try:
             wait_for(
                 "the new leader's fails",
-                lambda: outcome(get_report(control_plane, namespace)) == shrunk,
+                lambda: outcome(get_report(control_plane, namespace)) == SHRUNK,
                 [follower],
             )
         finally:
@@ -266,8 +286,7 @@ def test_with_events_each_object_that_stops_fitting_gets_one_warning_event(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    objects = [o for o in workloads(namespace) if o["kind"] != "Trainer"]
-    create(control_plane, objects)
+    create_workloads(control_plane, namespace)
     replica = Replica(control_plane, config_file, namespace, "audit-events", tmp_path, "--events")
     try:
         wait_for(
@@ -283,10 +302,59 @@ def test_with_events_each_object_that_stops_fitting_gets_one_warning_event(
             )
         finally:
             set_cards(simulator, 4)
-        assert set(events) == {"Pod/pod-4", "Job/job-4", "Deployment/serve-4"}
+        assert set(events) == OVER
         for note in events.values():
             assert note.startswith("nodelimits: ")
             assert "nvidia.com/gpu 4 > 2 cards per node" in note
         assert replica.metric("nodelimits_audit_events_total", outcome="sent") == 3
+    finally:
+        replica.process.stop()
+
+
+@pytest.mark.usefixtures("openreports_crds")
+def test_with_openreports_the_findings_go_to_reports_and_clear_on_restore(
+    control_plane: ControlPlane,
+    simulator: SimulatorProcess,
+    config_file: Path,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    create_workloads(control_plane, namespace)
+
+    def report() -> dict[str, Any] | None:
+        return get_report(control_plane, namespace, "reports.openreports.io")
+
+    replica = Replica(control_plane, config_file, namespace, "audit-or", tmp_path,
+                      "--report-api", "openreports.io")  # fmt: skip
+    try:
+        wait_for("the first Report", lambda: outcome(report()) == FITS, [replica])
+        set_cards(simulator, 2)
+        try:
+            wait_for("the fails after the shrink", lambda: outcome(report()) == SHRUNK, [replica])
+            got = report()
+            assert got is not None
+            assert (got["apiVersion"], got["kind"], got["source"]) == (
+                "openreports.io/v1alpha1", "Report", "nodelimits",
+            )  # fmt: skip
+            assert got["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "nodelimits"}
+            assert got["summary"] == {"pass": 2, "fail": 3, "warn": 0, "error": 0, "skip": 0}
+            failed = [r for r in got["results"] if r["result"] == "fail"]
+            assert {(r["policy"], r["rule"], r["properties"]["requested"],
+                     r["properties"]["allowed"]) for r in failed} == {
+                ("nodelimits", "nvidia.com/gpu", "4", "2")
+            }  # fmt: skip
+            assert all("nvidia.com/gpu 4 > 2 cards per node" in r["message"] for r in failed)
+            assert all(r["resources"][0]["uid"] for r in got["results"])
+            assert all(r["timestamp"]["seconds"] > 0 for r in got["results"])
+        finally:
+            set_cards(simulator, 4)
+        wait_for("the fails to clear", lambda: outcome(report()) == FITS, [replica])
+        cleared = report()
+        assert cleared is not None
+        assert cleared["summary"]["fail"] == 0
+        assert managers(cleared) == {"nodelimits-audit-audit-or"}
+        # Only the chosen API is written: no PolicyReport (nor a ClusterReport) appeared.
+        assert get_report(control_plane, namespace) is None
+        assert replica.metric("nodelimits_audit_report_writes_total", operation="replace") >= 2
     finally:
         replica.process.stop()

@@ -1,4 +1,5 @@
-"""nodelimits audit over a fake cluster: discovery, paging, faults, verdicts, PolicyReports."""
+"""nodelimits audit over a fake cluster: discovery, paging, faults, verdicts, TrainJobs by
+the runtimes they name, and the reports of both APIs (PolicyReports, OpenReports)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,33 @@ from typing import Any
 
 import pytest
 
-from devtools import builders
+from devtools import builders, examples
 from webhook.audit import cluster as cl
-from webhook.audit.reports import policy_reports, render
+from webhook.audit.command import audit as audit_command
+from webhook.audit.reports import (
+    OPENREPORTS,
+    REPORT_APIS,
+    WGPOLICY,
+    ReportApi,
+    policy_reports,
+    render,
+)
 from webhook.audit.scan import AuditReport, candidate_targets, run_audit
+from webhook.core.limits import NodeLimits
 from webhook.core.policy import PolicySettings
 from webhook.metrics import Metrics
 
 SETTINGS = PolicySettings()
 PYTORCH = {"name": "kubeflow.org", "versions": [{"groupVersion": "kubeflow.org/v1"}],
            "preferredVersion": {"groupVersion": "kubeflow.org/v1"}}  # fmt: skip
+
+
+SERVED = {
+    "/apis/kubeflow.org/v1": ["pytorchjobs"],
+    "/apis/trainer.kubeflow.org/v1alpha1": [
+        "trainjobs", "trainingruntimes", "clustertrainingruntimes",
+    ],
+}  # fmt: skip
 
 
 class FakeCluster:
@@ -34,8 +52,8 @@ class FakeCluster:
         self.calls.append((path, q))
         if path == "/apis":
             return {"groups": self.groups}
-        if path == "/apis/kubeflow.org/v1":
-            return {"resources": [{"name": "pytorchjobs"}]}
+        if path in SERVED:
+            return {"resources": [{"name": name} for name in SERVED[path]]}
         if path.startswith("/apis/") and path.count("/") == 3:
             raise cl.ApiError(404, "not found")
         items = self.objects.get(path, [])
@@ -81,9 +99,9 @@ PODS = "/api/v1/pods"
 PTJ = "/apis/kubeflow.org/v1/pytorchjobs"
 
 
-async def audit(fake: FakeCluster, **kw: Any) -> AuditReport:
+async def audit(fake: FakeCluster, limits: NodeLimits | None = None, **kw: Any) -> AuditReport:
     metrics = Metrics()
-    cache = builders.limits_cache(builders.FakeLimits(), metrics)
+    cache = builders.limits_cache(builders.FakeLimits(limits), metrics)
     try:
         return await run_audit(fake, SETTINGS, cache, **kw)
     finally:
@@ -242,3 +260,157 @@ async def test_renderings_carry_the_same_verdicts() -> None:
     assert listed["kind"] == "List"
     assert listed["items"][0]["summary"]["fail"] == 2
     assert "REJECTED" in render(report, "table")
+
+
+@pytest.mark.parametrize("api", [WGPOLICY, OPENREPORTS], ids=lambda a: a.group)
+async def test_reports_of_either_api_carry_the_same_results(api: ReportApi) -> None:
+    pods = [fits("ok", "team-a"), too_big("big", "team-a")]
+    report = await audit(FakeCluster({PODS: pods}, []))
+    ours = policy_reports(report, api, now=1700000000.0)
+    theirs = policy_reports(report, WGPOLICY, now=1700000000.0)
+    [doc] = ours
+    assert doc["apiVersion"] == api.api_version
+    assert doc["kind"] == api.kind
+    assert doc["metadata"] == {
+        "name": "nodelimits",
+        "namespace": "team-a",
+        "labels": {"app.kubernetes.io/managed-by": "nodelimits"},
+    }
+    assert doc["results"] == theirs[0]["results"]
+    assert doc["summary"] == {"pass": 1, "fail": 2, "warn": 0, "error": 0, "skip": 0}
+    for r in doc["results"]:  # the fields both APIs' results define
+        assert set(r) <= {
+            "source", "policy", "rule", "category", "severity", "timestamp", "result",
+            "scored", "resources", "resourceSelector", "message", "properties",
+        }  # fmt: skip
+        assert r["policy"] == r["source"] == "nodelimits"
+
+
+def test_an_openreports_report_names_its_source_and_a_policyreport_does_not() -> None:
+    report = AuditReport(errors=[])
+    assert policy_reports(report, OPENREPORTS, now=1.0) == []
+    from webhook.audit.reports import report_object
+
+    assert report_object("team", [], OPENREPORTS)["source"] == "nodelimits"
+    assert "source" not in report_object("team", [], WGPOLICY)
+    cluster = report_object("", [], OPENREPORTS)
+    assert (cluster["apiVersion"], cluster["kind"]) == ("openreports.io/v1alpha1", "ClusterReport")
+    assert "namespace" not in cluster["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("api", "namespace", "name", "path"),
+    [
+        (OPENREPORTS, "team a", "nodelimits",
+         "/apis/openreports.io/v1alpha1/namespaces/team%20a/reports/nodelimits"),
+        (OPENREPORTS, "", None, "/apis/openreports.io/v1alpha1/clusterreports"),
+        (OPENREPORTS, None, None, "/apis/openreports.io/v1alpha1/reports"),
+        (WGPOLICY, "team", None, "/apis/wgpolicyk8s.io/v1alpha2/namespaces/team/policyreports"),
+        (WGPOLICY, "", "nodelimits",
+         "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports/nodelimits"),
+    ],
+)  # fmt: skip
+def test_report_paths_follow_the_api(
+    api: ReportApi, namespace: str | None, name: str | None, path: str
+) -> None:
+    assert api.path(namespace, name) == path
+
+
+def test_the_report_api_choices_are_the_known_apis() -> None:
+    [option] = [p for p in audit_command.params if p.name == "report_api"]
+    assert list(option.type.choices) == list(REPORT_APIS)  # type: ignore[attr-defined]
+
+
+async def test_policyreport_output_renders_the_chosen_api() -> None:
+    import yaml
+
+    report = await audit(FakeCluster({PODS: [too_big("big")]}, []))
+    listed = yaml.safe_load(render(report, "policyreport", api=OPENREPORTS))
+    assert [(i["apiVersion"], i["kind"]) for i in listed["items"]] == [
+        ("openreports.io/v1alpha1", "Report")
+    ]
+
+
+# --- TrainJobs: judged by the (Cluster)TrainingRuntime they name, read from the cluster ---
+
+TRAINER = {"name": "trainer.kubeflow.org",
+           "versions": [{"groupVersion": "trainer.kubeflow.org/v1alpha1"}],
+           "preferredVersion": {"groupVersion": "trainer.kubeflow.org/v1alpha1"}}  # fmt: skip
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/trainjobs"
+CLUSTER_RUNTIMES = "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes"
+A800 = builders.node_limits("a800x8", cpu=128, memory_mi=1031168, cards=8, nv=4, nodes=16)
+TRAINJOB_ONLY = candidate_targets(SETTINGS, ["TrainJob.trainer.kubeflow.org"])
+
+
+def trainjob_example() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The example's ClusterTrainingRuntime, its fitting and its oversized TrainJob."""
+    runtime, fit, big = examples.documents(examples.MANIFESTS / "trainjob.yaml")
+    for doc in (fit, big):
+        doc["metadata"]["uid"] = f"uid-{doc['metadata']['name']}"
+    return runtime, fit, big
+
+
+async def test_a_trainjob_is_judged_by_the_runtime_it_names_listed_once_per_audit() -> None:
+    runtime, fit, big = trainjob_example()
+    fake = FakeCluster({TRAINJOBS: [fit, big], CLUSTER_RUNTIMES: [runtime]}, [TRAINER])
+    report = await audit(fake, A800, targets=TRAINJOB_ONLY)
+    assert verdicts(report) == {"TrainJob/llm-finetune-fits": True,
+                                "TrainJob/llm-finetune-too-big": False}  # fmt: skip
+    [violation] = next(r for r in report.results if not r.decision.allowed).decision.violations
+    assert (violation.resource, violation.requested, violation.allowed) == (
+        "nvidia.com/gpu", "8", "4",
+    )  # fmt: skip
+    assert [p for p, _ in fake.calls].count(CLUSTER_RUNTIMES) == 1
+    assert report.errors == []
+    assert report.exit_code == 1
+
+
+async def test_a_trainjob_whose_runtime_does_not_exist_is_an_error_result() -> None:
+    _, fit, _ = trainjob_example()
+    report = await audit(FakeCluster({TRAINJOBS: [fit]}, [TRAINER]), A800, targets=TRAINJOB_ONLY)
+    assert report.results == []
+    [error] = report.errors
+    assert (error.kind, error.namespace, error.name) == ("TrainJob", "team-a", "llm-finetune-fits")
+    assert error.message == (
+        'cannot be read: spec.runtimeRef: ClusterTrainingRuntime "torch-distributed-a800" '
+        "not found in the cluster"
+    )
+    [doc] = policy_reports(report, now=1.0)
+    assert [r["result"] for r in doc["results"]] == ["error"]
+    assert report.exit_code == 2
+
+
+async def test_a_namespaced_runtime_is_listed_in_the_trainjobs_namespace() -> None:
+    runtime, fit, _ = trainjob_example()
+    runtime["kind"] = "TrainingRuntime"
+    runtime["metadata"]["namespace"] = "team-a"
+    fit["spec"]["runtimeRef"]["kind"] = "TrainingRuntime"
+    runtimes = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/team-a/trainingruntimes"
+    fake = FakeCluster({TRAINJOBS: [fit], runtimes: [runtime]}, [TRAINER])
+    report = await audit(fake, A800, targets=TRAINJOB_ONLY)
+    assert verdicts(report) == {"TrainJob/llm-finetune-fits": True}
+    assert CLUSTER_RUNTIMES not in [p for p, _ in fake.calls]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "message"),
+    [
+        pytest.param([404], "not found in the cluster", id="runtime-crd-missing"),
+        pytest.param(
+            [503] * cl.PAGE_ATTEMPTS,
+            f"ClusterTrainingRuntime: cannot list {CLUSTER_RUNTIMES}: injected",
+            id="runtime-list-failing",
+        ),
+    ],
+)
+async def test_runtimes_that_cannot_be_listed_make_error_results_never_passes(
+    statuses: list[int], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cl.time, "sleep", lambda s: None)
+    runtime, fit, big = trainjob_example()
+    fake = FakeCluster({TRAINJOBS: [fit, big], CLUSTER_RUNTIMES: [runtime]}, [TRAINER])
+    fake.faults[(CLUSTER_RUNTIMES, 0)] = statuses
+    report = await audit(fake, A800, targets=TRAINJOB_ONLY)
+    assert report.results == []
+    assert [e.name for e in report.errors] == ["llm-finetune-fits", "llm-finetune-too-big"]
+    assert all(message in e.message for e in report.errors)

@@ -11,6 +11,7 @@ import pytest
 
 from webhook.audit.cluster import ApiError
 from webhook.audit.lease import Lease
+from webhook.audit.reports import OPENREPORTS, REPORT_APIS, WGPOLICY, ReportApi
 from webhook.audit.scan import AuditError, AuditReport
 from webhook.audit.writer import carry_over, write_reports
 
@@ -30,13 +31,13 @@ class FakeApi:
         if method == "GET":
             if path in self.objects:
                 return copy.deepcopy(self.objects[path])
-            everywhere = path == "/apis/wgpolicyk8s.io/v1alpha2/policyreports"
+            collections = {a.path(ns) for a in REPORT_APIS.values() for ns in (None, "")}
             items = [
                 copy.deepcopy(o)
                 for p, o in self.objects.items()
-                if p.rpartition("/")[0] == path or (everywhere and "/policyreports/" in p)
+                if p.rpartition("/")[0] == path or _in_every_namespace(p, path)
             ]
-            if items or path.endswith(("policyreports", "clusterpolicyreports")):
+            if items or path in collections or path.endswith(("reports", "policyreports")):
                 return {"items": items}
             raise ApiError(404, "not found")
         if method == "DELETE":
@@ -58,6 +59,17 @@ class FakeApi:
         body["metadata"]["resourceVersion"] = str(self.version)
         self.objects[path] = body
         return body
+
+
+def _in_every_namespace(obj_path: str, listed: str) -> bool:
+    """``/apis/G/V/namespaces/NS/PLURAL/NAME`` is in the list ``/apis/G/V/PLURAL``."""
+    group_version, _, plural = listed.rpartition("/")
+    parts = obj_path.split("/")
+    return (
+        obj_path.startswith(f"{group_version}/namespaces/")
+        and len(parts) == 8
+        and parts[6] == plural
+    )
 
 
 class Clock:
@@ -131,36 +143,94 @@ def test_an_error_keeps_the_earlier_fail_of_its_object_its_kind_or_everything() 
     assert carry_over(previous, [other_kind]) == {}
 
 
-def test_reports_are_created_kept_when_unchanged_replaced_and_deleted() -> None:
+APIS = pytest.mark.parametrize(
+    ("report_api", "path"),
+    [
+        pytest.param(
+            WGPOLICY,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/team/policyreports/nodelimits",
+            id="wgpolicyk8s",
+        ),
+        pytest.param(
+            OPENREPORTS,
+            "/apis/openreports.io/v1alpha1/namespaces/team/reports/nodelimits",
+            id="openreports",
+        ),
+    ],
+)
+
+
+@APIS
+def test_reports_are_created_kept_when_unchanged_replaced_and_deleted(
+    report_api: ReportApi, path: str
+) -> None:
     api = FakeApi()
-    path = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/team/policyreports/nodelimits"
     error = AuditError("batch/v1", "Job", "team", "a", "platform: down", platform=True)
-    first = write_reports(api, AuditReport(errors=[error]), now=1.0, field_manager="m")
+
+    def write(report: AuditReport, now: float) -> Any:
+        return write_reports(api, report, report_api=report_api, now=now, field_manager="m")
+
+    first = write(AuditReport(errors=[error]), 1.0)
     assert first.created == ["team"]
+    assert api.objects[path]["apiVersion"] == report_api.api_version
+    assert api.objects[path]["kind"] == report_api.kind
     assert api.objects[path]["summary"]["error"] == 1
-    again = write_reports(api, AuditReport(errors=[error]), now=2.0, field_manager="m")
+    again = write(AuditReport(errors=[error]), 2.0)
     assert again.unchanged == ["team"]
     assert again.writes == 0
     # an earlier fail about the object survives its error result
     stored = api.objects[path]
     stored["results"].append(fail_entry("a"))
-    kept = write_reports(api, AuditReport(errors=[error]), now=3.0, field_manager="m")
+    kept = write(AuditReport(errors=[error]), 3.0)
     assert kept.unchanged == ["team"]
     assert [r["result"] for r in api.objects[path]["results"]] == ["error", "fail"]
-    cleared = write_reports(api, AuditReport(), now=4.0, field_manager="m")
+    cleared = write(AuditReport(), 4.0)
     assert cleared.deleted == ["team"]
     assert path not in api.objects
 
 
+@APIS
+def test_whole_kind_errors_go_to_the_cluster_scoped_report_of_the_api(
+    report_api: ReportApi, path: str
+) -> None:
+    api = FakeApi()
+    error = AuditError("batch/v1", "Job", "", "", "cannot list")
+    written = write_reports(
+        api, AuditReport(errors=[error]), report_api=report_api, now=1.0, field_manager="m"
+    )
+    assert written.created == ["(cluster)"]
+    [(where, report)] = api.objects.items()
+    assert where == f"/apis/{report_api.api_version}/{report_api.cluster_plural}/nodelimits"
+    assert report["kind"] == report_api.cluster_kind
+    assert "namespace" not in report["metadata"]
+
+
+def test_only_the_chosen_apis_reports_are_read_and_written() -> None:
+    api = FakeApi()
+    error = AuditError("v1", "Pod", "team", "p", "cannot be read")
+    write_reports(api, AuditReport(errors=[error]), report_api=OPENREPORTS, now=1.0,
+                  field_manager="m")  # fmt: skip
+    assert all(p.startswith("/apis/openreports.io/v1alpha1/") for _, p in api.calls)
+    again = write_reports(api, AuditReport(), report_api=WGPOLICY, now=2.0, field_manager="m")
+    assert again.deleted == []  # the other API's report is not nodelimits' to clear here
+    assert list(api.objects) == ["/apis/openreports.io/v1alpha1/namespaces/team/reports/nodelimits"]
+
+
 @pytest.mark.parametrize("narrowed", [True, False])
-def test_a_narrowed_audit_touches_only_its_namespace(narrowed: bool) -> None:
+@pytest.mark.parametrize("report_api", [WGPOLICY, OPENREPORTS], ids=lambda a: a.group)
+def test_a_narrowed_audit_touches_only_its_namespace(narrowed: bool, report_api: ReportApi) -> None:
     api = FakeApi()
     errors = [AuditError("v1", "Pod", ns, "p", "cannot be read") for ns in ("team", "other")]
-    assert write_reports(api, AuditReport(errors=errors), now=1.0, field_manager="m").created == [
-        "other",
-        "team",
-    ]
+    created = write_reports(
+        api, AuditReport(errors=errors), report_api=report_api, now=1.0, field_manager="m"
+    ).created
+    assert created == ["other", "team"]
     summary = write_reports(
-        api, AuditReport(), now=2.0, field_manager="m", namespace="team" if narrowed else None
+        api,
+        AuditReport(),
+        report_api=report_api,
+        now=2.0,
+        field_manager="m",
+        namespace="team" if narrowed else None,
     )
     assert summary.deleted == (["team"] if narrowed else ["other", "team"])

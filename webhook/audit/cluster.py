@@ -24,13 +24,14 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from webhook.config import CORE_KINDS
-from webhook.core import dra
+from webhook.core import dra, trainjob
 from webhook.core.kinds import KindTable
 
 __all__ = [
     "BUILTIN_TARGETS",
     "Cluster",
     "ClusterClaims",
+    "ClusterRuntimes",
     "KubeCluster",
     "ListExpired",
     "ListFailed",
@@ -259,6 +260,64 @@ class ClusterClaims:
                 return None
             raise ListFailed(f"cannot read {ref.kind} {namespace}/{ref.name}: {exc}") from exc
         return result
+
+
+class ClusterRuntimes:
+    """A :class:`webhook.review.RuntimeSource` over the cluster: the TrainJobs' training
+    runtimes (``trainer.kubeflow.org/v1alpha1``), the ClusterTrainingRuntimes listed once
+    and each namespace's TrainingRuntimes once, at the first TrainJob that names one, and
+    kept for the audit (one instance per audit). A runtime that is not there is missing (the
+    TrainJob an error result); a list that fails raises :class:`ListFailed`, for every
+    TrainJob naming a runtime of that list in this audit (each an error result too, and
+    the list is not asked again until the next audit); a runtime kind whose CRD is not
+    installed has no runtimes."""
+
+    def __init__(self, cluster: Cluster, chunk_size: int = 500) -> None:
+        self._cluster = cluster
+        self._chunk_size = chunk_size
+        self._listed: dict[
+            tuple[str, str], dict[tuple[str, str, str], Mapping[str, Any]] | ListFailed
+        ] = {}
+        """By (kind, namespace) listed: its runtimes by :attr:`RuntimeRef.key`, or why the
+        list failed."""
+
+    async def runtimes(self, ref: trainjob.RuntimeRef) -> trainjob.Runtimes:
+        import asyncio
+
+        scope = (ref.kind, ref.namespace)
+        if scope not in self._listed:
+            try:
+                self._listed[scope] = await asyncio.to_thread(self._list, *scope)
+            except ListFailed as exc:
+                self._listed[scope] = exc
+        found = self._listed[scope]
+        if isinstance(found, ListFailed):
+            raise ListFailed(str(found))
+        missing = frozenset() if ref.key in found else frozenset({ref.key})
+        return trainjob.Runtimes(found=found, missing=missing)
+
+    def _list(self, kind: str, namespace: str) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+        target = Target(
+            kind,
+            f"{trainjob.GROUP}/{trainjob.VERSION}",
+            kind,
+            trainjob.RUNTIME_PLURALS[kind],
+            namespaced=kind == trainjob.NAMESPACED_RUNTIME,
+        )
+        found: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        try:
+            for page in pages(self._cluster, target, namespace=namespace or None,
+                              limit=self._chunk_size):  # fmt: skip
+                for obj in page:
+                    name = (obj.get("metadata") or {}).get("name")
+                    if isinstance(name, str):
+                        found[(kind, namespace, name)] = obj
+        except ListFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiError) and cause.status == 404:  # no such CRD
+                return {}
+            raise
+        return found
 
 
 class KubeCluster:

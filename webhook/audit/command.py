@@ -59,6 +59,17 @@ def _cluster_options(command: _Command) -> _Command:
     return command
 
 
+_report_api_option = click.option(
+    "--report-api",
+    "report_api",
+    type=click.Choice(["wgpolicyk8s.io", "openreports.io"]),
+    default="wgpolicyk8s.io",
+    show_default=True,
+    help="The reports' API: wgpolicyk8s.io/v1alpha2 PolicyReport/ClusterPolicyReport, or "
+    "openreports.io/v1alpha1 Report/ClusterReport.",
+)
+
+
 def _kinds(values: tuple[str, ...]) -> list[str] | None:
     names = [k.strip() for v in values for k in v.split(",") if k.strip()]
     return names or None
@@ -79,8 +90,9 @@ def _kinds(values: tuple[str, ...]) -> list[str] | None:
     type=click.Choice(["table", "json", "yaml", "policyreport"]),
     default="table",
     show_default=True,
-    help="policyreport: a List of wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace.",
+    help="policyreport: a List of reports (of --report-api), one per namespace.",
 )
+@_report_api_option
 @config_option
 def audit(
     limits_file: Path | None,
@@ -90,6 +102,7 @@ def audit(
     kinds: tuple[str, ...],
     resource_group: str | None,
     output_format: str,
+    report_api: str,
     chunk_size: int,
     kubeconfig: Path | None,
     kube_context: str | None,
@@ -105,6 +118,7 @@ def audit(
       nodelimits audit --live
       nodelimits audit --limits-file limits.yaml -n team-a --kinds Job,PyTorchJob.kubeflow.org
       nodelimits audit --live -o policyreport | kubectl apply -f -
+      nodelimits audit --live -o policyreport --report-api openreports.io
 
     \b
     Exit status:
@@ -113,7 +127,7 @@ def audit(
       2  usage, configuration, platform or cluster error (an object or kind not judged)
     """
     from webhook.audit.cluster import KubeCluster
-    from webhook.audit.reports import render
+    from webhook.audit.reports import REPORT_APIS, render
     from webhook.audit.scan import candidate_targets, run_audit
     from webhook.metrics import Metrics
     from webhook.output import check_warnings
@@ -145,7 +159,7 @@ def audit(
                 selector=selector,
                 chunk_size=chunk_size,
             )
-        click.echo(render(report, output_format), nl=False)
+        click.echo(render(report, output_format, api=REPORT_APIS[report_api]), nl=False)
         if output_format == "table":  # as `check`: stdout stays the table
             for line in check_warnings(report.as_check_report()):
                 click.echo(line, err=True)
@@ -217,6 +231,7 @@ def audit(
     show_default=True,
     help="Seconds before the same finding on the same object gets another Event.",
 )
+@_report_api_option
 @config_option
 def audit_controller(
     limits_file: Path | None,
@@ -235,13 +250,15 @@ def audit_controller(
     events: bool,
     events_per_run: int,
     events_repeat_after: float,
+    report_api: str,
     chunk_size: int,
     kubeconfig: Path | None,
     kube_context: str | None,
     config: Path | None,
 ) -> None:
-    """Audit continuously and write PolicyReports (wgpolicyk8s.io/v1alpha2), one per
-    namespace; one replica writes, elected through a coordination.k8s.io Lease.
+    """Audit continuously and write reports, one per namespace: PolicyReports
+    (wgpolicyk8s.io/v1alpha2), or Reports (openreports.io/v1alpha1) with --report-api
+    openreports.io; one replica writes, elected through a coordination.k8s.io Lease.
 
     Audits on becoming the leader, every --interval seconds, and as soon as the limits of a
     (group, type) the last audit used change. Metrics nodelimits_audit_* on
@@ -255,6 +272,7 @@ def audit_controller(
     from webhook.audit.cluster import KubeCluster
     from webhook.audit.controller import AuditController, ControllerOptions, metrics_app
     from webhook.audit.events import EventOptions
+    from webhook.audit.reports import REPORT_APIS
     from webhook.audit.scan import candidate_targets
     from webhook.metrics import Metrics
     from webhook.platform import build_limits_cache
@@ -282,6 +300,7 @@ def audit_controller(
         selector=selector,
         chunk_size=chunk_size,
         events=EventOptions(events_per_run, events_repeat_after) if events else None,
+        report_api=REPORT_APIS[report_api],
     )
     metrics = Metrics()
 

@@ -6,7 +6,8 @@
   limits of a (group, accelerator type) the last audit used change: every ``limits_poll``
   seconds it reads them again through the :class:`LimitsCache` (which refreshes them from
   the platform after ``cache.ttl``) and compares them with the limits the audit judged by.
-* Results go to PolicyReports (:mod:`webhook.audit.writer`) and gauges
+* Results go to reports of the chosen API (PolicyReports or OpenReports Reports,
+  :mod:`webhook.audit.writer`) and gauges
   (``nodelimits_audit_*``) served on ``/metrics`` of a plain-HTTP port, with ``/healthz``.
 """
 
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.audit.cluster import KubeCluster, Target
 from webhook.audit.events import EventOptions, EventRecorder
 from webhook.audit.lease import Lease
+from webhook.audit.reports import WGPOLICY, ReportApi
 from webhook.audit.scan import AuditReport, run_audit
 from webhook.audit.writer import write_reports
 from webhook.core.limits import AcceleratorType, NodeLimits
@@ -53,6 +55,8 @@ class ControllerOptions:
     chunk_size: int = 500
     events: EventOptions | None = None
     """Events on violating objects (None: none)."""
+    report_api: ReportApi = WGPOLICY
+    """The API the reports are written in."""
 
     @property
     def field_manager(self) -> str:
@@ -167,6 +171,7 @@ class AuditController:
             write_reports,
             self.cluster,
             report,
+            report_api=o.report_api,
             now=time.time(),
             field_manager=o.field_manager,
             namespace=o.namespace,

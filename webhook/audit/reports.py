@@ -1,19 +1,25 @@
 """What an audit prints and writes: ``check``'s table and JSON (plus what was read), YAML,
-and PolicyReports (``wgpolicyk8s.io/v1alpha2``).
+and policy reports of one of two APIs (a :class:`ReportApi`): ``wgpolicyk8s.io/v1alpha2``
+PolicyReports (:data:`WGPOLICY`, the default) or ``openreports.io/v1alpha1`` Reports
+(:data:`OPENREPORTS`). Their results have the same fields (``source``, ``policy``,
+``rule``, ``result``, ``scored``, ``message``, ``resources``, ``timestamp``,
+``properties``); an OpenReports report also names its ``source`` at the top.
 
-One PolicyReport named ``nodelimits`` per namespace (a ClusterPolicyReport for
-cluster-scoped objects), ``policy: nodelimits``; a result per violation (``rule`` the
-resource, ``fail``), per warning (``rule: warning``, ``warn``), per object that fits
-(``rule: fit``, ``pass``) and per object that could not be judged (``rule: error``,
-``error``). Objects without a resource group are not nodelimits' to judge and are left
-out (the CLI's summary counts them as skipped).
+One report named ``nodelimits`` per namespace (a cluster-scoped ClusterPolicyReport or
+ClusterReport for cluster-scoped objects), ``policy: nodelimits``; a result per violation
+(``rule`` the resource, ``fail``), per warning (``rule: warning``, ``warn``), per object
+that fits (``rule: fit``, ``pass``) and per object that could not be judged
+(``rule: error``, ``error``). Objects without a resource group are not nodelimits' to
+judge and are left out (the CLI's summary counts them as skipped).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -23,16 +29,67 @@ from webhook.output import render_check_json, render_check_table
 
 __all__ = [
     "MANAGED_BY",
+    "OPENREPORTS",
     "POLICY",
+    "REPORT_APIS",
     "REPORT_NAME",
+    "WGPOLICY",
+    "ReportApi",
     "policy_reports",
     "render",
 ]
 
 POLICY = "nodelimits"
 REPORT_NAME = "nodelimits"
-API_VERSION = "wgpolicyk8s.io/v1alpha2"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nodelimits"}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportApi:
+    """The API the reports are written in: its group and version, the namespaced kind and
+    the cluster-scoped one, and where they are served."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    cluster_kind: str
+    cluster_plural: str
+    report_source: bool = False
+    """The report itself names its source (``openreports.io`` has a top-level ``source``;
+    ``wgpolicyk8s.io/v1alpha2`` only the results')."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    def kind_of(self, namespace: str) -> str:
+        """The kind of the report of ``namespace`` ("": the cluster-scoped report)."""
+        return self.kind if namespace else self.cluster_kind
+
+    def path(self, namespace: str | None, name: str | None = None) -> str:
+        """The collection of ``namespace``'s reports ("": the cluster-scoped reports, None:
+        the namespaced reports of every namespace), or report ``name`` in it."""
+        base = f"/apis/{self.api_version}"
+        if namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        elif namespace is None:
+            base += f"/{self.plural}"
+        else:
+            base += f"/{self.cluster_plural}"
+        return f"{base}/{quote(name, safe='')}" if name else base
+
+
+WGPOLICY = ReportApi(
+    "wgpolicyk8s.io", "v1alpha2", "PolicyReport", "policyreports",
+    "ClusterPolicyReport", "clusterpolicyreports",
+)  # fmt: skip
+OPENREPORTS = ReportApi(
+    "openreports.io", "v1alpha1", "Report", "reports", "ClusterReport", "clusterreports",
+    report_source=True,
+)  # fmt: skip
+REPORT_APIS = {api.group: api for api in (WGPOLICY, OPENREPORTS)}
+"""The report APIs by group, as ``--report-api`` and the chart's ``audit.reportApi`` name them."""
 
 
 def _json_payload(report: AuditReport) -> dict[str, Any]:
@@ -46,8 +103,11 @@ def _json_payload(report: AuditReport) -> dict[str, Any]:
     return payload
 
 
-def render(report: AuditReport, output: str, *, now: float | None = None) -> str:
-    """``table`` | ``json`` | ``yaml`` | ``policyreport`` (a v1 List, ``kubectl apply``-able)."""
+def render(
+    report: AuditReport, output: str, *, api: ReportApi = WGPOLICY, now: float | None = None
+) -> str:
+    """``table`` | ``json`` | ``yaml`` | ``policyreport`` (a v1 List of ``api``'s reports,
+    ``kubectl apply``-able)."""
     if output == "table":
         return render_check_table(report.as_check_report())
     if output == "json":
@@ -55,7 +115,7 @@ def render(report: AuditReport, output: str, *, now: float | None = None) -> str
     if output == "yaml":
         return yaml.safe_dump(_json_payload(report), sort_keys=False, allow_unicode=True)
     if output == "policyreport":
-        items = policy_reports(report, now=report.started if now is None else now)
+        items = policy_reports(report, api, now=report.started if now is None else now)
         document = {"apiVersion": "v1", "kind": "List", "items": items}
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     raise ValueError(f"unknown output {output!r}")
@@ -145,18 +205,23 @@ def _summary(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return summary
 
 
-def report_object(namespace: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One PolicyReport (``namespace`` set) or the ClusterPolicyReport (``""``)."""
+def report_object(
+    namespace: str, results: list[dict[str, Any]], api: ReportApi = WGPOLICY
+) -> dict[str, Any]:
+    """One report of ``namespace`` (``""``: the cluster-scoped report) in ``api``."""
     metadata: dict[str, Any] = {"name": REPORT_NAME, "labels": dict(MANAGED_BY)}
     if namespace:
         metadata["namespace"] = namespace
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "PolicyReport" if namespace else "ClusterPolicyReport",
+    obj: dict[str, Any] = {
+        "apiVersion": api.api_version,
+        "kind": api.kind_of(namespace),
         "metadata": metadata,
-        "summary": _summary(results),
-        "results": results,
     }
+    if api.report_source:
+        obj["source"] = POLICY
+    obj["summary"] = _summary(results)
+    obj["results"] = results
+    return obj
 
 
 def grouped_results(report: AuditReport, now: float) -> dict[str, list[dict[str, Any]]]:
@@ -173,6 +238,9 @@ def grouped_results(report: AuditReport, now: float) -> dict[str, list[dict[str,
     return by_namespace
 
 
-def policy_reports(report: AuditReport, *, now: float) -> list[dict[str, Any]]:
+def policy_reports(
+    report: AuditReport, api: ReportApi = WGPOLICY, *, now: float
+) -> list[dict[str, Any]]:
+    """The reports of ``report`` in ``api``, one per namespace with results."""
     grouped = grouped_results(report, now)
-    return [report_object(ns, grouped[ns]) for ns in sorted(grouped)]
+    return [report_object(ns, grouped[ns], api) for ns in sorted(grouped)]

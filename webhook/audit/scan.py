@@ -3,7 +3,9 @@
 
 The report is ``check``'s (:class:`~webhook.check.CheckReport` results, the same
 renderers and exit codes) plus per-object error results: an object the policy cannot
-read, or whose limits the platform could not give, is an error naming it, never skipped;
+read, or whose limits the platform could not give, is an error naming it, never skipped
+(a TrainJob is judged by the training runtime it names, read from the cluster once per
+audit: a runtime that does not exist, or cannot be listed, is such an error);
 a kind whose list failed is an error for the whole kind (the cluster is then not clean).
 Only a slim reference of each object is kept, so memory is bounded by one page.
 """
@@ -21,6 +23,7 @@ from webhook.audit.cluster import (
     BUILTIN_TARGETS,
     Cluster,
     ClusterClaims,
+    ClusterRuntimes,
     ListExpired,
     ListFailed,
     Target,
@@ -126,7 +129,7 @@ async def _scan_kind(
     target: Target,
     settings: PolicySettings,
     limits: LimitsCache,
-    claims: ClusterClaims,
+    sources: tuple[ClusterClaims, ClusterRuntimes],
     namespace: str | None,
     selector: str | None,
     chunk_size: int,
@@ -143,7 +146,7 @@ async def _scan_kind(
                     return results, errors, count
                 for obj in page:
                     count += 1
-                    await _judge(obj, target, settings, limits, claims, results, errors)
+                    await _judge(obj, target, settings, limits, sources, results, errors)
         except ListExpired as exc:
             if restart == LIST_RESTARTS:
                 raise ListFailed(str(exc)) from exc
@@ -156,7 +159,7 @@ async def _judge(
     target: Target,
     settings: PolicySettings,
     limits: LimitsCache,
-    claims: ClusterClaims,
+    sources: tuple[ClusterClaims, ClusterRuntimes],
     results: list[Result],
     errors: list[AuditError],
 ) -> None:
@@ -167,11 +170,11 @@ async def _judge(
         errors.append(AuditError(api_version, target.kind, namespace, name, message, uid, platform))
 
     try:
-        reviewed = await review(obj, settings, limits, claims)
-    except (InvalidObject, InvalidQuantity) as exc:
+        reviewed = await review(obj, settings, limits, *sources)
+    except (InvalidObject, InvalidQuantity) as exc:  # a TrainJob's runtime not found too
         error(f"cannot be read: {exc}")
         return
-    except ListFailed as exc:  # a resource claim could not be read
+    except ListFailed as exc:  # a resource claim or a training runtime could not be read
         error(str(exc))
         return
     except PlatformError as exc:
@@ -204,12 +207,12 @@ async def run_audit(
         report.errors.append(AuditError("", "", "", "", f"API discovery failed: {exc}"))
         report.duration = clock() - started
         return report
-    claims = ClusterClaims(cluster)
+    sources = (ClusterClaims(cluster), ClusterRuntimes(cluster, chunk_size))
     for target in served:
         report.kinds.append(target.name)
         try:
             results, errors, count = await _scan_kind(
-                cluster, target, settings, limits, claims, namespace, selector, chunk_size
+                cluster, target, settings, limits, sources, namespace, selector, chunk_size
             )
         except ListFailed as exc:
             report.errors.append(

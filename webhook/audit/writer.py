@@ -1,6 +1,7 @@
-"""Writing an audit into the cluster as PolicyReports (``wgpolicyk8s.io/v1alpha2``).
+"""Writing an audit into the cluster as reports of one :class:`~webhook.audit.reports.ReportApi`
+(``wgpolicyk8s.io/v1alpha2`` PolicyReports, or ``openreports.io/v1alpha1`` Reports).
 
-One report named ``nodelimits`` per namespace with results (a ClusterPolicyReport for
+One report named ``nodelimits`` per namespace with results (a cluster-scoped report for
 cluster-scoped objects and whole-kind errors): created, or replaced with the
 ``resourceVersion`` read (a 409 is left for the next run); a report whose content did not
 change (timestamps aside) is not written again; reports of namespaces with no results left
@@ -17,14 +18,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from webhook.audit.cluster import ApiError
 from webhook.audit.lease import Requester
 from webhook.audit.reports import (
-    API_VERSION,
     MANAGED_BY,
     REPORT_NAME,
+    ReportApi,
     grouped_results,
     report_object,
 )
@@ -35,7 +35,6 @@ __all__ = ["WriteSummary", "carry_over", "write_reports"]
 log = logging.getLogger(__name__)
 
 _SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-_GROUP_PATH = f"/apis/{API_VERSION}"
 
 
 @dataclass
@@ -49,14 +48,6 @@ class WriteSummary:
     @property
     def writes(self) -> int:
         return len(self.created) + len(self.replaced) + len(self.deleted)
-
-
-def _path(namespace: str, name: str | None = None) -> str:
-    if namespace:
-        base = f"{_GROUP_PATH}/namespaces/{quote(namespace, safe='')}/policyreports"
-    else:
-        base = f"{_GROUP_PATH}/clusterpolicyreports"
-    return f"{base}/{quote(name, safe='')}" if name else base
 
 
 def _key(resource: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -108,21 +99,23 @@ def _content(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     )
 
 
-def existing_reports(api: Requester, namespace: str | None = None) -> dict[str, dict[str, Any]]:
-    """The reports nodelimits wrote, by namespace ("" for the ClusterPolicyReport); only
+def existing_reports(
+    api: Requester, report_api: ReportApi, namespace: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The reports nodelimits wrote, by namespace ("" for the cluster-scoped report); only
     ``namespace``'s when the audit is narrowed to one."""
     found: dict[str, dict[str, Any]] = {}
     query = {"labelSelector": _SELECTOR}
-    listed = _path(namespace) if namespace else f"{_GROUP_PATH}/policyreports"
+    listed = report_api.path(namespace or None)
     for obj in (api.request("GET", listed, query) or {}).get("items", []):
         if obj["metadata"].get("name") == REPORT_NAME:
             found[str(obj["metadata"].get("namespace") or "")] = obj
     if namespace:
         return found
     try:
-        cluster = api.request("GET", _path(""), query) or {}
+        cluster = api.request("GET", report_api.path(""), query) or {}
     except ApiError as exc:
-        if exc.status != 404:  # the ClusterPolicyReport CRD is optional
+        if exc.status != 404:  # the cluster-scoped report's CRD is optional
             raise
         cluster = {}
     for obj in cluster.get("items", []):
@@ -135,14 +128,15 @@ def write_reports(
     api: Requester,
     report: AuditReport,
     *,
+    report_api: ReportApi,
     now: float,
     field_manager: str,
     namespace: str | None = None,
 ) -> WriteSummary:
-    """Make the cluster's nodelimits PolicyReports say what ``report`` found (only
-    ``namespace``'s report when the audit was narrowed to it)."""
+    """Make the cluster's nodelimits reports (of ``report_api``) say what ``report`` found
+    (only ``namespace``'s report when the audit was narrowed to it)."""
     summary = WriteSummary()
-    current = existing_reports(api, namespace)
+    current = existing_reports(api, report_api, namespace)
     desired = grouped_results(report, now)
     if namespace:  # narrowed: whole-kind errors belong to the one namespace too
         desired = {namespace: [r for rs in desired.values() for r in rs]} if desired else {}
@@ -151,29 +145,30 @@ def write_reports(
         desired.setdefault(namespace, []).extend(kept)
     query = {"fieldManager": field_manager}
     for namespace in sorted(desired):
-        body = report_object(namespace, desired[namespace])
+        body = report_object(namespace, desired[namespace], report_api)
         where = namespace or "(cluster)"
         old = current.get(namespace)
         try:
             if old is None:
-                api.request("POST", _path(namespace), query, body=body)
+                api.request("POST", report_api.path(namespace), query, body=body)
                 summary.created.append(where)
             elif _content(old.get("results") or []) == _content(desired[namespace]):
                 summary.unchanged.append(where)
             else:
                 body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-                api.request("PUT", _path(namespace, REPORT_NAME), query, body=body)
+                api.request("PUT", report_api.path(namespace, REPORT_NAME), query, body=body)
                 summary.replaced.append(where)
         except ApiError as exc:
-            log.warning("audit: PolicyReport %s not written: %s", where, exc)
+            log.warning("audit: %s %s not written: %s", body["kind"], where, exc)
             summary.failed.append(where)
     for namespace in sorted(set(current) - set(desired)):
         where = namespace or "(cluster)"
         try:
-            api.request("DELETE", _path(namespace, REPORT_NAME))
+            api.request("DELETE", report_api.path(namespace, REPORT_NAME))
             summary.deleted.append(where)
         except ApiError as exc:
             if exc.status != 404:
-                log.warning("audit: PolicyReport %s not deleted: %s", where, exc)
+                kind = report_api.kind_of(namespace)
+                log.warning("audit: %s %s not deleted: %s", kind, where, exc)
                 summary.failed.append(where)
     return summary

@@ -54,6 +54,8 @@ __all__ = [
     "GROUP",
     "NAMESPACED_RUNTIME",
     "RUNTIME_KINDS",
+    "RUNTIME_PLURALS",
+    "VERSION",
     "RuntimeNotFound",
     "RuntimeRef",
     "Runtimes",
@@ -62,9 +64,15 @@ __all__ = [
 ]
 
 GROUP = "trainer.kubeflow.org"
+VERSION = "v1alpha1"
 CLUSTER_RUNTIME = "ClusterTrainingRuntime"
 NAMESPACED_RUNTIME = "TrainingRuntime"
 RUNTIME_KINDS = (CLUSTER_RUNTIME, NAMESPACED_RUNTIME)
+RUNTIME_PLURALS = {
+    CLUSTER_RUNTIME: "clustertrainingruntimes",
+    NAMESPACED_RUNTIME: "trainingruntimes",
+}
+"""Where the runtimes are served: ``/apis/{GROUP}/{VERSION}[/namespaces/NS]/{plural}``."""
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 TRAINER = "trainer"
 NODE = "node"
@@ -146,9 +154,9 @@ def _jobset_rule() -> kinds.PodSetRule:
 
 _RUNTIME_ROW = kinds.KindRule(
     group=GROUP,
-    version="v1alpha1",
+    version=VERSION,
     kind=CLUSTER_RUNTIME,
-    plural="clustertrainingruntimes",
+    plural=RUNTIME_PLURALS[CLUSTER_RUNTIME],
     pod_sets=(_jobset_rule(),),
 )
 
