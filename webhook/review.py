@@ -27,6 +27,7 @@ __all__ = [
     "FileRuntimes",
     "Review",
     "RuntimeSource",
+    "names_runtime",
     "read_runtimes",
     "review",
     "review_workload",
@@ -102,13 +103,19 @@ async def read_runtimes(
 
     Raises :class:`~webhook.core.fields.InvalidObject` for a malformed ``spec.runtimeRef``.
     """
-    kind, api_version = obj.get("kind"), obj.get("apiVersion")
-    if source is None or not isinstance(kind, str) or not isinstance(api_version, str):
-        return None
-    row = table.get(api_version, kind)
-    if row is None or row.synthesizer != "trainjob":
+    if source is None or not names_runtime(obj, table):
         return None
     return await source.runtimes(trainjob.reference(obj))
+
+
+def names_runtime(obj: Mapping[str, Any], table: kinds.KindTable) -> bool:
+    """Whether ``obj`` is a TrainJob (a kind-table row with the trainjob synthesizer), whose
+    pods are judged through the runtime it names."""
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        return False
+    row = table.get(api_version, kind)
+    return row is not None and row.synthesizer == "trainjob"
 
 
 @dataclass(frozen=True, slots=True)

@@ -475,3 +475,9 @@ async def test_a_trainjob_with_no_runtime_source_is_allowed_with_the_reason_logg
         assert await call(admission, example("trainjob.yaml", 2), TRAINJOBS) == []
     (line,) = [r for r in caplog.records if r.name == "nodelimits.decision"]
     assert "which was not read" in line.decision["skipped"]  # type: ignore[attr-defined]
+
+
+async def test_a_pod_review_never_asks_the_runtime_source() -> None:
+    source = Runtimes(error=AssertionError("a Pod names no runtime"))
+    assert await call(with_runtimes(source), pod(group="a800x8")) == []
+    assert source.asked == []
