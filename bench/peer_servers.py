@@ -1,18 +1,29 @@
 """Gatekeeper and Kyverno as webhook processes against the bench's control plane.
 
 Both run out of cluster, as their own docs do for development: the binary from
-tools/peers/build.sh, the apiserver's admin kubeconfig, their CRDs from the manifest their
-module ships (copied next to the binaries), a serving certificate from devtools/certs.py
-(their own certificate rotation off), and a ValidatingWebhookConfiguration that the bench
-applies and deletes per configuration, with the same rules (Pods and Jobs) and the same
-has-resource-group matchCondition as the VAP, so the apiserver calls each for the same
-requests. The policies are bench/peers.py's.
+tools/peers/build.sh, the apiserver's admin kubeconfig, and their CRDs from the manifest
+their module ships (copied next to the binaries). The policies are bench/peers.py's.
+
+* Gatekeeper: a serving certificate from devtools/certs.py (its own rotation off), and a
+  ValidatingWebhookConfiguration that the bench applies and deletes per configuration, with
+  the same rules (Pods and Jobs) and the same has-resource-group matchCondition as the VAP,
+  so the apiserver calls it for the same requests.
+* Kyverno: as its install manifest runs it (its ``kyverno`` and ``kyverno-metrics``
+  ConfigMaps, its default flags), except that it is out of cluster (``--serverIP``): it
+  generates its own CA and serving certificate into Secrets and registers its own
+  webhooks, for the kinds the ClusterPolicy matches, while the policy exists. Applying and
+  deleting the ClusterPolicy is what turns it on and off. Admission reports (an
+  EphemeralReport written per admitted create, for a reports controller not run here) and
+  the generation of a ValidatingAdmissionPolicy from the policy are off: the bench measures
+  the webhook's check, and the VAP has its own configuration.
 """
 
 from __future__ import annotations
 
 import base64
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +36,16 @@ from devtools.stack import Process
 
 __all__ = ["SUPPORTED", "start"]
 
-SUPPORTED = ("gatekeeper",)
-"""The peers this module runs as webhooks (Kyverno: see docs/performance.md)."""
+SUPPORTED = ("gatekeeper", "kyverno")
+"""The peers this module runs as webhooks."""
 
 START_TIMEOUT = 180.0
 GATEKEEPER_NAMESPACE = "gatekeeper-system"
 GATEKEEPER_POD = "gatekeeper-bench-0"
+KYVERNO_NAMESPACE = "kyverno"
+KYVERNO_DEPLOYMENT = "kyverno-admission-controller"
+KYVERNO_MANAGED = "webhook.kyverno.io/managed-by=kyverno"
+"""The label on every webhook configuration Kyverno registers."""
 
 
 def start(
@@ -38,12 +53,18 @@ def start(
 ) -> bench_apiserver.Config:
     if name == "gatekeeper":
         return _gatekeeper(plane, work, bin_dir)
+    if name == "kyverno":
+        return _kyverno(plane, work, bin_dir)
     raise RuntimeError(f"{name}: not supported as a running webhook yet (see docs/performance.md)")
 
 
+def _manifests(manifest: Path, kind: str) -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all(manifest.read_text())
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") == kind]
+
+
 def _crds(manifest: Path) -> str:
-    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if isinstance(d, dict)]
-    return yaml.safe_dump_all([d for d in docs if d.get("kind") == "CustomResourceDefinition"])
+    return yaml.safe_dump_all(_manifests(manifest, "CustomResourceDefinition"))
 
 
 def _webhook_configuration(name: str, url: str, ca_pem: bytes) -> str:
@@ -95,6 +116,15 @@ def _wait(what: str, check: Any, process: Process, timeout: float = START_TIMEOU
     raise RuntimeError(f"{what}: not ready after {timeout:.0f} s\n{process.tail()}")
 
 
+def _ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` answers 200 (a loopback health endpoint)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 def _gatekeeper(plane: ControlPlane, work: Path, bin_dir: Path) -> bench_apiserver.Config:
     plane.kubectl("create", "namespace", GATEKEEPER_NAMESPACE)
     # Gatekeeper owns the status objects it writes by its own Pod: one must exist (it stays
@@ -133,17 +163,7 @@ def _gatekeeper(plane: ControlPlane, work: Path, bin_dir: Path) -> bench_apiserv
     env.update(POD_NAMESPACE=GATEKEEPER_NAMESPACE, POD_NAME=GATEKEEPER_POD)
     process = Process("gatekeeper", argv, work / "gatekeeper.log", env)
     try:
-        import urllib.request
-
-        def ready() -> bool:
-            try:
-                url = f"http://127.0.0.1:{health}/readyz"
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
-
-        _wait("gatekeeper /readyz", ready, process)
+        _wait("gatekeeper /readyz", lambda: _ok(f"http://127.0.0.1:{health}/readyz"), process)
         manifests = list(yaml.safe_load_all(peers.gatekeeper_manifests()))
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifests[0]))
         crd = "crd/nodelimitspeer.constraints.gatekeeper.sh"
@@ -172,4 +192,95 @@ def _gatekeeper(plane: ControlPlane, work: Path, bin_dir: Path) -> bench_apiserv
         denial=peers.POLICY_NAME,
         pid=process.proc.pid,
         stop=process.stop,
+    )
+
+
+def _kyverno(plane: ControlPlane, work: Path, bin_dir: Path) -> bench_apiserver.Config:
+    manifest = bin_dir / "kyverno.yaml"
+    plane.kubectl("create", "namespace", KYVERNO_NAMESPACE)
+    plane.kubectl("apply", "--server-side", "-f", "-", input=_crds(manifest))
+    # Its configuration as installed: resource filters, the webhooks' namespaceSelector
+    # (not kube-system, not kyverno), metrics exposure.
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_manifests(manifest, "ConfigMap")))
+    port = free_port()
+    argv = [
+        str(bin_dir / "kyverno"),
+        f"--kubeconfig={plane.kubeconfig}",
+        # Out of cluster: webhooks by URL (https://<serverIP><path>), a certificate for
+        # this address, no Deployment to watch for rolling updates.
+        f"--serverIP=127.0.0.1:{port}",
+        "--webhookServerHost=127.0.0.1",
+        f"--webhookServerPort={port}",
+        f"--servicePort={port}",
+        # The install manifest's flags (config/install-latest-testing.yaml) ...
+        "--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca",
+        "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair",
+        "--autoUpdateWebhooks=true",
+        "--omitEvents=PolicyApplied,PolicySkipped",
+        "--enablePolicyException=false",
+        "--loggingFormat=text",
+        "--v=2",
+        "--disableLogColor",  # a log file, not a terminal
+        # ... less what the bench does not measure (see the module docstring).
+        "--admissionReports=false",
+        "--generateValidatingAdmissionPolicy=false",
+        "--metricsHost=127.0.0.1",
+        f"--metricsPort={free_port()}",
+        f"--controllerRuntimeMetricsAddress=127.0.0.1:{free_port()}",
+    ]
+    env = plane.env()
+    env.update(
+        KYVERNO_NAMESPACE=KYVERNO_NAMESPACE,
+        KYVERNO_POD_NAME="kyverno-admission-controller-bench",
+        KYVERNO_SERVICEACCOUNT_NAME="kyverno-admission-controller",
+        KYVERNO_ROLE_NAME="kyverno:admission-controller",
+        KYVERNO_SVC="kyverno-svc",
+        KYVERNO_DEPLOYMENT=KYVERNO_DEPLOYMENT,
+        INIT_CONFIG="kyverno",
+        METRICS_CONFIG="kyverno-metrics",
+    )
+    process = Process("kyverno", argv, work / "kyverno.log", env)
+
+    def stop() -> None:
+        process.stop()
+        # Out of cluster it never counts as going down, so it leaves its webhook
+        # configurations behind (their URL now answers nobody).
+        plane.kubectl(
+            "delete",
+            "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+            "-l",
+            KYVERNO_MANAGED,
+            "--ignore-not-found",
+            check=False,
+        )
+
+    try:
+        # Readiness is "its own certificates are valid", served over TLS with them: the
+        # probe does not verify the chain (loopback, and the CA is its own).
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        url = f"https://127.0.0.1:{port}/health/readiness"
+        _wait("kyverno /health/readiness", lambda: _ok(url, unverified), process)
+
+        def policy_webhook() -> bool:
+            # Leader: the policy webhook is registered, so the ClusterPolicy can be applied.
+            done = plane.kubectl(
+                "get",
+                "validatingwebhookconfiguration",
+                "kyverno-policy-validating-webhook-cfg",
+                check=False,
+            )
+            return done.returncode == 0
+
+        _wait("kyverno's policy webhook", policy_webhook, process)
+    except BaseException:
+        stop()
+        raise
+    return bench_apiserver.Config(
+        "kyverno",
+        peers.kyverno_manifests(),
+        denial=peers.POLICY_NAME,
+        pid=process.proc.pid,
+        stop=stop,
     )
