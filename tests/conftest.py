@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +27,7 @@ ENV_REQUIRE = "NODELIMITS_REQUIRE_E2E"
 TESTS = Path(__file__).parent
 NEEDS_TESTBIN = (TESTS / "e2e", TESTS / "chart")
 _TESTBIN = pytest.StashKey["Path | TestbinUnavailable"]()
+T = TypeVar("T")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,31 +72,60 @@ def pytest_runtest_makereport(
     return report
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Resolve (and if needed build) the binaries once, only if tests needing them run:
-    those marked testbin here or by their own directory's conftest (node, release, oracle)."""
-    if not any(item.get_closest_marker("testbin") for item in session.items):
+def prepare_after_collection(
+    session: pytest.Session, key: pytest.StashKey[T], needed: bool, prepare: Callable[[], T]
+) -> None:
+    """Run ``prepare`` once, after collection and so outside any test's timeout, when a
+    selected test needs it, with its progress reaching the terminal (a first build runs for
+    minutes); its result goes to ``session.stash[key]`` for :func:`prepared`."""
+    if not needed:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    # The first build runs for many minutes: let its progress reach the terminal.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        try:
-            session.stash[_TESTBIN] = find_bin_dir()
-        except TestbinUnavailable as exc:
-            session.stash[_TESTBIN] = exc
+        session.stash[key] = prepare()
 
 
-@pytest.fixture(scope="session")
-def testbin(request: pytest.FixtureRequest) -> Path:
-    """Directory with the binaries; skips (or fails under NODELIMITS_REQUIRE_E2E=1)."""
-    found = request.session.stash.get(_TESTBIN, None)
-    if found is None:  # e.g. collected by a plugin that bypasses collection_finish
+def prepared(
+    request: pytest.FixtureRequest, key: pytest.StashKey[T], prepare: Callable[[], T]
+) -> T:
+    """What :func:`prepare_after_collection` stashed, else ``prepare()`` now (a plugin that
+    bypasses ``pytest_collection_finish``)."""
+    found = request.session.stash.get(key, None)
+    return prepare() if found is None else found
+
+
+def found_or_unavailable(find: Callable[[], Path]) -> Callable[[], Path | TestbinUnavailable]:
+    """``find``, with its :class:`TestbinUnavailable` returned instead of raised (stashed, it
+    is reported by the fixture that needs the binary, not by collection)."""
+
+    def attempt() -> Path | TestbinUnavailable:
         try:
-            found = find_bin_dir(build=False)
+            return find()
         except TestbinUnavailable as exc:
-            found = exc
+            return exc
+
+    return attempt
+
+
+def binary_or_skip(found: Path | TestbinUnavailable) -> Path:
+    """The binary found, else a skip saying why when only Go is missing (a failure under
+    NODELIMITS_REQUIRE_E2E=1), else a failure."""
     if isinstance(found, TestbinUnavailable):
         if found.go_missing and not required():
             pytest.skip(f"{found} ({ENV_REQUIRE}=1 makes this a failure)")
         pytest.fail(str(found), pytrace=False)
     return found
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Resolve (and if needed build) the binaries once, only if tests needing them run:
+    those marked testbin here or by their own directory's conftest (node, release, oracle)."""
+    needed = any(item.get_closest_marker("testbin") for item in session.items)
+    prepare_after_collection(session, _TESTBIN, needed, found_or_unavailable(find_bin_dir))
+
+
+@pytest.fixture(scope="session")
+def testbin(request: pytest.FixtureRequest) -> Path:
+    """Directory with the binaries; skips (or fails under NODELIMITS_REQUIRE_E2E=1)."""
+    found = prepared(request, _TESTBIN, found_or_unavailable(lambda: find_bin_dir(build=False)))
+    return binary_or_skip(found)

@@ -9,17 +9,20 @@ test uses the `promtool` fixture.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devtools.controlplane import TestbinUnavailable
 from devtools.promtool import find_promtool
 from tests.chart.chart import Rendered, render
-from tests.conftest import ENV_REQUIRE, required
+from tests.conftest import (
+    binary_or_skip,
+    found_or_unavailable,
+    prepare_after_collection,
+    prepared,
+)
 
 RenderFn = Callable[..., Rendered]
 _PROMTOOL = pytest.StashKey["Path | TestbinUnavailable"]()
@@ -27,30 +30,14 @@ _PROMTOOL = pytest.StashKey["Path | TestbinUnavailable"]()
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build promtool once, outside any test's timeout, only if a selected test needs it."""
-    if not any("promtool" in getattr(item, "fixturenames", ()) for item in session.items):
-        return
-    capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        try:
-            session.stash[_PROMTOOL] = find_promtool()
-        except TestbinUnavailable as exc:
-            session.stash[_PROMTOOL] = exc
+    needed = any("promtool" in getattr(item, "fixturenames", ()) for item in session.items)
+    prepare_after_collection(session, _PROMTOOL, needed, found_or_unavailable(find_promtool))
 
 
 @pytest.fixture(scope="session")
 def promtool(request: pytest.FixtureRequest) -> Path:
     """The promtool binary; skips without Go (fails under NODELIMITS_REQUIRE_E2E=1)."""
-    found = request.session.stash.get(_PROMTOOL, None)
-    if found is None:
-        try:
-            found = find_promtool()
-        except TestbinUnavailable as exc:
-            found = exc
-    if isinstance(found, TestbinUnavailable):
-        if found.go_missing and not required():
-            pytest.skip(f"{found} ({ENV_REQUIRE}=1 makes this a failure)")
-        pytest.fail(str(found), pytrace=False)
-    return found
+    return binary_or_skip(prepared(request, _PROMTOOL, found_or_unavailable(find_promtool)))
 
 
 @pytest.fixture(scope="session")

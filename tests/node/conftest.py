@@ -16,7 +16,6 @@ packages the tests skip, unless NODELIMITS_REQUIRE_E2E=1 (CI), where they fail.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import sys
@@ -31,7 +30,7 @@ import yaml
 from devtools import nodeimages, nodestack, realnode
 from devtools.controlplane import TestbinUnavailable
 from devtools.stack import EXAMPLE_LIMITS, RELEASE, RELEASE_NAMESPACE
-from tests.conftest import ENV_REQUIRE, required
+from tests.conftest import ENV_REQUIRE, prepare_after_collection, prepared, required
 
 HERE = Path(__file__).parent
 LOG_LINES_IN_REPORT = 40
@@ -115,20 +114,17 @@ def _say(line: str) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the node binaries and images once, outside any test's timeout (the first
     `build.sh --node` takes minutes), and only if a test here runs."""
-    if not any(HERE in item.path.parents for item in session.items):
-        return
-    capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        session.stash[_PREPARED] = _prepare()
+    needed = any(HERE in item.path.parents for item in session.items)
+    prepare_after_collection(session, _PREPARED, needed, _prepare)
 
 
 @pytest.fixture(scope="session")
 def node_session(request: pytest.FixtureRequest) -> Iterator[NodeSession]:
-    prepared = request.session.stash.get(_PREPARED, None) or _prepare()
-    if isinstance(prepared, str):
-        _skip_or_fail(prepared)
-    image = prepared.image
-    node = realnode.RealNode(prepared.bin_dir, images=[prepared.busybox, image])
+    ready = prepared(request, _PREPARED, _prepare)
+    if isinstance(ready, str):
+        _skip_or_fail(ready)
+    image = ready.image
+    node = realnode.RealNode(ready.bin_dir, images=[ready.busybox, image])
     node.start()
     request.session.stash[_NODE] = node
     # taken by start() after it undid what a killed earlier run left (its state file says
