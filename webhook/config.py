@@ -103,6 +103,11 @@ class CacheSettings(_Model):
     unknown_lookups_per_second: Annotated[float, Field(gt=0)] = 10.0
     """Lookups of (group, type) pairs without cached limits, per second (burst: 20); more
     wait, up to the platform deadline, then are denied (never failed open)."""
+    group_list_min_interval: Seconds = 5.0
+    """Seconds between forced refreshes of the resource-group list, made when a pod names a
+    group the cached list lacks (created on the platform since) or whose lookup said
+    unknown. A new group is seen at once; a flood of invented names costs the platform one
+    list request per interval (a second new group within it waits up to the interval)."""
 
 
 class PlatformSettings(_Model):

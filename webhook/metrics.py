@@ -100,8 +100,19 @@ class Metrics:
         self.cache_events = Counter(
             "nodelimits_limits_cache_total",
             "Limits cache events: hit, miss, stale, refresh, error (a limits fetch failed), "
-            "list_error (the resource-group list failed), negative, evict.",
+            "list_error (the resource-group list failed), list_throttled (a forced list "
+            "refresh not made: one was made within cache.group_list_min_interval), negative, "
+            "negative_forgotten (a list showed the group), evict, evict_negative, throttled.",
             ["event"],
+            registry=r,
+        )
+        self.group_list_refreshes = Counter(
+            "nodelimits_platform_group_list_refresh_total",
+            "Fetches of the platform's resource-group list, by reason: expired (no usable "
+            "list), stale (stale-while-revalidate), missing_group (a group the cached list "
+            "lacks) and unknown_group (a lookup said unknown); the last two are forced and "
+            "made at most once per cache.group_list_min_interval.",
+            ["reason"],
             registry=r,
         )
         self.cache_age = Gauge(

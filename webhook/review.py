@@ -174,8 +174,18 @@ async def review_workload(
     try:
         found = await limits.get(planned.group, accelerator)
     except UnknownResourceGroup:
-        offered = await limits.group_types(planned.group)
-        return Review(policy.unknown_group(planned, accelerator, offered))
+        # Maybe created or re-typed on the platform since the group list was read: read
+        # the list again (rate-limited) and look the group up once more when the list now
+        # offers the type to use, or a different type is now chosen.
+        offered = await limits.recheck_group(planned.group)
+        again = policy.choose_accelerator(planned, offered, settings)
+        if again is accelerator and again not in offered:
+            return Review(policy.unknown_group(planned, accelerator, offered))
+        try:
+            found = await limits.get(planned.group, again)
+        except UnknownResourceGroup:
+            return Review(policy.unknown_group(planned, again, offered))
+        accelerator = again
     decision = policy.decide(planned, found.limits, accelerator, settings)
     if found.refresh_failed:
         decision = decision.with_warnings(

@@ -14,12 +14,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from devtools.builders import container, node_limits, pod
 from devtools.certs import CertPaths
 from tests.integration.conftest import cache_on, wait_for_no_connections
 from tests.platform_helpers import ACCOUNT, simulator_config
 from webhook.cli import main
 from webhook.core.limits import AcceleratorType
-from webhook.platform.client import LIMITS_PATH
+from webhook.core.policy import PolicySettings
+from webhook.platform.client import LIMITS_PATH, RESOURCE_GROUPS_PATH
 from webhook.platform.errors import (
     MalformedResponse,
     PlatformAuthError,
@@ -28,6 +30,7 @@ from webhook.platform.errors import (
     PlatformUnavailable,
     UnknownResourceGroup,
 )
+from webhook.review import review
 from webhook.simulator import (
     Cluster,
     Fault,
@@ -99,6 +102,23 @@ async def test_unknown_group_is_denied_by_name(simulator: Simulator) -> None:
     async with cache_on(simulator) as cache:
         with pytest.raises(UnknownResourceGroup, match='"Nope"'):
             await cache.get("Nope", GPU)
+
+
+async def test_pod_naming_a_group_added_after_warm_up_is_judged_by_its_real_limits(
+    simulator: Simulator,
+) -> None:
+    """The group list is read (warm-up) before the group exists; the pod names no type, so
+    only the list can say it is a gpu group: one forced list refresh, no unknown denial."""
+    async with cache_on(simulator) as cache:
+        warm = await review(pod(group="TeslaM40"), PolicySettings(), cache)
+        assert warm.decision.allowed
+        simulator.put_group(node_limits("A800x8", cpu=128, cards=8))
+        got = await review(pod(container(cpu="200"), group="A800x8"), PolicySettings(), cache)
+    assert got.decision.message == (
+        'nodelimits: Pod team-a/p does not fit one node of resource group "A800x8" (gpu): '
+        "cpu 200 > 128 cores per node"
+    )
+    assert simulator.requests(RESOURCE_GROUPS_PATH) == 2
 
 
 # --- TLS ---------------------------------------------------------------------------------

@@ -10,6 +10,17 @@
                                   the source; its PlatformError propagates
     10004 (unknown group)      -> remembered for negative_ttl, raised again without a call
 
+The resource-group list (which types a group is offered under) is cached the same way
+(``ttl``, ``max_stale``, stale-while-revalidate). A group the cached list lacks is one
+created since it was read, or a bogus name: :meth:`LimitsCache.group_types` then asks the
+platform again at once, and so does :meth:`LimitsCache.recheck_group` after a lookup said
+"unknown". These forced refreshes share one flight with any running list fetch and are
+made at most once per ``group_list_min_interval``, so a flood of pods naming invented
+groups costs the platform one list request per interval; every list fetch is counted by
+reason in ``nodelimits_platform_group_list_refresh_total``. A list that shows a group
+forgets the negative entries it contradicts (the pair listed, or the group listed
+without a type), so a group is not kept unknown once the platform offers it.
+
 Unknown groups are remembered apart (``max_negative_entries``): a flood of invented names
 (~4,200 dry-run creates, issue 12 finding 4) evicted the real groups from the shared LRU, so
 that during a platform outage fitting pods were denied and ``failureMode: open`` admitted a
@@ -53,6 +64,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, AcceleratorType]
 UNKNOWN_BURST = 20
 """Lookups of pairs without cached limits allowed at once before the rate applies."""
+LIST_REASONS = ("expired", "stale", "missing_group", "unknown_group")
+"""Why the resource-group list is fetched: no usable list (none yet, too old, or a failed
+fetch retried); stale-while-revalidate; a group the cached list lacks; a lookup that
+said unknown (the last two are the forced, rate-limited refreshes)."""
 
 
 class _TokenBucket:
@@ -106,8 +121,9 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class _Groups:
+    started_at: float  # when the last fetch (ok or failed) began asking the source
     fetched_at: float  # when ``table`` was read from the source
-    checked_at: float  # when the source was last asked (failures are retried after negative_ttl)
+    checked_at: float  # when the last fetch ended (failures are retried after negative_ttl)
     table: GroupTypes
     failed: bool
 
@@ -149,6 +165,7 @@ class LimitsCache:
         self._flights: Flights[Key, NodeLimits] = Flights()
         self._group_flight: Flights[str, GroupTypes] = Flights()
         self._groups: _Groups | None = None
+        self._forced_at: float | None = None  # last forced refresh of the group list
         # Label children bound once: .labels() costs more than the whole hit path.
         self._events = {
             event: metrics.cache_events.labels(event)
@@ -163,7 +180,12 @@ class LimitsCache:
                 "evict",
                 "evict_negative",
                 "throttled",
+                "list_throttled",
+                "negative_forgotten",
             )
+        }
+        self._list_refreshes = {
+            reason: metrics.group_list_refreshes.labels(reason) for reason in LIST_REASONS
         }
         metrics.cache_age.set_function(self._oldest_age)
 
@@ -222,9 +244,25 @@ class LimitsCache:
     async def group_types(self, group: str) -> frozenset[AcceleratorType]:
         """Types under which the source offers ``group``; empty when unknown or unavailable.
 
-        Never raises; waits at most the deadline; the list is cached like limits.
+        Never raises; waits at most the deadline (per fetch); the list is cached like
+        limits. A group the cached list lacks forces one refresh of it (rate-limited, see
+        the module docstring) unless a list read since this call began lacks it too.
         """
-        return (await self._group_table()).get(group, frozenset())
+        asked = self._clock()
+        table = await self._group_table()
+        if group in table:
+            return table[group]
+        listed = self._groups
+        if listed is not None and listed.started_at >= asked:
+            return frozenset()  # asked just now: a refresh would say the same
+        return (await self._forced_table("missing_group")).get(group, frozenset())
+
+    async def recheck_group(self, group: str) -> frozenset[AcceleratorType]:
+        """:meth:`group_types` after a lookup of ``group`` said unknown: the list is
+        refreshed first (rate-limited, shared with any running fetch), so a group created
+        or re-typed since it was read is seen, and negative entries it contradicts are
+        forgotten. Never raises."""
+        return (await self._forced_table("unknown_group")).get(group, frozenset())
 
     async def offered_groups(self) -> GroupTypes:
         """Every group the source offers, with its types (empty: not said), fetched now.
@@ -310,9 +348,32 @@ class LimitsCache:
             if not cached.failed and now - cached.fetched_at < self._settings.ttl:
                 return cached.table
             if cached.table and now - cached.fetched_at < self._settings.max_stale:
-                self._group_flight.run("groups", self._fetch_groups)
+                self._fetch_groups_for("stale")
                 return cached.table
-        task = self._group_flight.run("groups", self._fetch_groups)
+        return await self._wait_for_groups(self._fetch_groups_for("expired"), cached)
+
+    async def _forced_table(self, reason: str) -> GroupTypes:
+        """The list asked again now (joining a running fetch), unless a forced refresh was
+        made less than ``group_list_min_interval`` ago: then the cached list."""
+        cached = self._groups
+        if not self._group_flight.running("groups"):
+            now = self._clock()
+            interval = self._settings.group_list_min_interval
+            if self._forced_at is not None and now - self._forced_at < interval:
+                self._event("list_throttled")
+                return cached.table if cached is not None else {}
+            self._forced_at = now
+        return await self._wait_for_groups(self._fetch_groups_for(reason), cached)
+
+    def _fetch_groups_for(self, reason: str) -> asyncio.Task[GroupTypes]:
+        """The running list fetch, or a new one counted under ``reason``."""
+        if not self._group_flight.running("groups"):
+            self._list_refreshes[reason].inc()
+        return self._group_flight.run("groups", self._fetch_groups)
+
+    async def _wait_for_groups(
+        self, task: asyncio.Task[GroupTypes], cached: _Groups | None
+    ) -> GroupTypes:
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._deadline)
         except TimeoutError:
@@ -320,6 +381,7 @@ class LimitsCache:
 
     async def _fetch_groups(self) -> GroupTypes:
         previous = self._groups
+        started = self._clock()
         try:
             entries = await self._source.resource_groups()
         except PlatformError as exc:
@@ -329,11 +391,24 @@ class LimitsCache:
             now = self._clock()
             if previous is not None and now - previous.fetched_at < self._settings.max_stale:
                 # Keep serving the last list (stale-if-error); retry after negative_ttl.
-                self._groups = _Groups(previous.fetched_at, now, previous.table, failed=True)
+                self._groups = replace(previous, started_at=started, checked_at=now, failed=True)
             else:
-                self._groups = _Groups(now, now, {}, failed=True)
+                self._groups = _Groups(started, now, now, {}, failed=True)
             return self._groups.table
         table = offered_types(entries)
         now = self._clock()
-        self._groups = _Groups(now, now, table, failed=False)
+        self._groups = _Groups(started, now, now, table, failed=False)
+        self._forget_listed(table)
         return table
+
+    def _forget_listed(self, table: GroupTypes) -> None:
+        """Drop the negative entries ``table`` contradicts: the pair is listed, or the group
+        is listed without a type (the list cannot say which type it lacks)."""
+        shown = [
+            key
+            for key in self._negative
+            if key[0] in table and (not table[key[0]] or key[1] in table[key[0]])
+        ]
+        for key in shown:
+            del self._negative[key]
+            self._event("negative_forgotten")

@@ -3,71 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from devtools.builders import node_limits
-from tests.platform_helpers import cache_settings
-from webhook.core.limits import AcceleratorType, NodeLimits
+from tests.platform_helpers import Clock, ScriptedSource, cache_settings, unknown
+from webhook.core.limits import AcceleratorType
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
 from webhook.platform.errors import (
     LookupsThrottled,
-    PlatformError,
     PlatformUnavailable,
     UnknownResourceGroup,
 )
-from webhook.platform.models import ResourceGroupEntry
 
 GPU = AcceleratorType.GPU
 TTL, MAX_STALE, NEGATIVE_TTL = 60.0, 3600.0, 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Source:
-    """A scripted limits source: answers, fails or blocks on demand; counts calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.group_calls = 0
-        self.error: PlatformError | None = None
-        self.gate: asyncio.Event | None = None
-        self.cpu = 40
-        self.groups: Sequence[ResourceGroupEntry] = (
-            ResourceGroupEntry(resourceGroup="TeslaM40", acceleratorType=GPU),
-            ResourceGroupEntry(resourceGroup="TeslaM40", acceleratorType=AcceleratorType.CPU),
-        )
-
-    async def node_limits(self, group: str, accelerator: AcceleratorType) -> NodeLimits:
-        self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        return node_limits(group, cpu=self.cpu, accelerator=accelerator.value)
-
-    async def resource_groups(self) -> Sequence[ResourceGroupEntry]:
-        self.group_calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        return self.groups
-
-
-def unknown(group: str = "Nope") -> UnknownResourceGroup:
-    return UnknownResourceGroup(
-        f'resource group "{group}" is unknown', code="10004", resource_group=group
-    )
 
 
 @pytest.fixture
@@ -76,8 +28,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def source() -> Source:
-    return Source()
+def source() -> ScriptedSource:
+    return ScriptedSource()
 
 
 @pytest.fixture
@@ -86,14 +38,18 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def cache(source: Source, clock: Clock, metrics: Metrics) -> AsyncIterator[LimitsCache]:
+async def cache(
+    source: ScriptedSource, clock: Clock, metrics: Metrics
+) -> AsyncIterator[LimitsCache]:
     built = make_cache(source, clock, metrics)
     yield built
     await built.aclose()
     assert built.tasks_running == 0
 
 
-def make_cache(source: Source, clock: Clock, metrics: Metrics, **settings: Any) -> LimitsCache:
+def make_cache(
+    source: ScriptedSource, clock: Clock, metrics: Metrics, **settings: Any
+) -> LimitsCache:
     values = {"ttl": TTL, "max_stale": MAX_STALE, "negative_ttl": NEGATIVE_TTL, **settings}
     return LimitsCache(source, cache_settings(**values), metrics, deadline=0.5, clock=clock)
 
@@ -110,14 +66,16 @@ async def settle() -> None:
 # --- fresh values ------------------------------------------------------------------------
 
 
-async def test_first_lookup_fetches_and_is_fresh(cache: LimitsCache, source: Source) -> None:
+async def test_first_lookup_fetches_and_is_fresh(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
     got = await cache.get("TeslaM40", GPU)
     assert (got.limits.cpuNumber, got.stale, got.age_seconds) == (40, False, 0.0)
     assert source.calls == 1
 
 
 async def test_lookup_within_ttl_is_a_hit_without_a_call(
-    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+    cache: LimitsCache, source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     await cache.get("TeslaM40", GPU)
     clock.now += TTL - 1
@@ -126,7 +84,7 @@ async def test_lookup_within_ttl_is_a_hit_without_a_call(
     assert events(metrics, "hit") == 1
 
 
-async def test_keys_are_per_group_and_type(cache: LimitsCache, source: Source) -> None:
+async def test_keys_are_per_group_and_type(cache: LimitsCache, source: ScriptedSource) -> None:
     await cache.get("TeslaM40", GPU)
     await cache.get("TeslaM40", AcceleratorType.CPU)
     assert source.calls == 2
@@ -136,7 +94,7 @@ async def test_keys_are_per_group_and_type(cache: LimitsCache, source: Source) -
 
 
 async def test_value_past_ttl_is_returned_stale_at_once_and_refreshed_once(
-    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+    cache: LimitsCache, source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     await cache.get("TeslaM40", GPU)
     clock.now += TTL + 1
@@ -151,7 +109,7 @@ async def test_value_past_ttl_is_returned_stale_at_once_and_refreshed_once(
 
 
 async def test_stale_value_is_served_while_the_platform_fails(
-    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+    cache: LimitsCache, source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     await cache.get("TeslaM40", GPU)
     source.error = PlatformUnavailable("down")
@@ -164,7 +122,7 @@ async def test_stale_value_is_served_while_the_platform_fails(
 
 
 async def test_healthy_revalidation_is_not_reported_as_a_failing_refresh(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.get("TeslaM40", GPU)
     clock.now += TTL + 1
@@ -173,7 +131,7 @@ async def test_healthy_revalidation_is_not_reported_as_a_failing_refresh(
 
 
 async def test_stale_value_after_a_failed_refresh_says_so(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.get("TeslaM40", GPU)
     source.error = PlatformUnavailable("down")
@@ -192,7 +150,7 @@ async def test_stale_value_after_a_failed_refresh_says_so(
 
 
 async def test_value_older_than_max_stale_is_not_used(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.get("TeslaM40", GPU)
     source.error = PlatformUnavailable("down")
@@ -202,14 +160,16 @@ async def test_value_older_than_max_stale_is_not_used(
 
 
 async def test_miss_with_a_failing_platform_raises_the_source_error(
-    cache: LimitsCache, source: Source
+    cache: LimitsCache, source: ScriptedSource
 ) -> None:
     source.error = PlatformUnavailable("down")
     with pytest.raises(PlatformUnavailable, match="down"):
         await cache.get("TeslaM40", GPU)
 
 
-async def test_miss_waits_no_longer_than_the_deadline(cache: LimitsCache, source: Source) -> None:
+async def test_miss_waits_no_longer_than_the_deadline(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
     source.gate = asyncio.Event()
     with pytest.raises(PlatformUnavailable, match=r"within 0\.5s"):
         await cache.get("TeslaM40", GPU)
@@ -218,7 +178,9 @@ async def test_miss_waits_no_longer_than_the_deadline(cache: LimitsCache, source
 # --- single-flight -----------------------------------------------------------------------
 
 
-async def test_concurrent_misses_make_one_upstream_call(cache: LimitsCache, source: Source) -> None:
+async def test_concurrent_misses_make_one_upstream_call(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
     source.gate = asyncio.Event()
     waiting = [asyncio.create_task(cache.get("TeslaM40", GPU)) for _ in range(50)]
     await settle()
@@ -228,7 +190,9 @@ async def test_concurrent_misses_make_one_upstream_call(cache: LimitsCache, sour
     assert {r.limits.cpuNumber for r in results} == {40}
 
 
-async def test_concurrent_misses_all_get_the_error(cache: LimitsCache, source: Source) -> None:
+async def test_concurrent_misses_all_get_the_error(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
     source.error = PlatformUnavailable("down")
     results = await asyncio.gather(
         *(cache.get("TeslaM40", GPU) for _ in range(10)), return_exceptions=True
@@ -238,7 +202,7 @@ async def test_concurrent_misses_all_get_the_error(cache: LimitsCache, source: S
 
 
 async def test_cancelled_waiter_does_not_cancel_the_shared_fetch(
-    cache: LimitsCache, source: Source
+    cache: LimitsCache, source: ScriptedSource
 ) -> None:
     source.gate = asyncio.Event()
     first = asyncio.create_task(cache.get("TeslaM40", GPU))
@@ -253,7 +217,7 @@ async def test_cancelled_waiter_does_not_cancel_the_shared_fetch(
 
 
 async def test_unknown_group_is_remembered_for_the_negative_ttl(
-    cache: LimitsCache, source: Source, clock: Clock, metrics: Metrics
+    cache: LimitsCache, source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     source.error = unknown()
     for _ in range(3):
@@ -264,7 +228,7 @@ async def test_unknown_group_is_remembered_for_the_negative_ttl(
 
 
 async def test_unknown_group_is_asked_again_after_the_negative_ttl(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     source.error = unknown()
     with pytest.raises(UnknownResourceGroup):
@@ -275,7 +239,7 @@ async def test_unknown_group_is_asked_again_after_the_negative_ttl(
 
 
 async def test_group_removed_on_the_platform_stops_being_served(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.get("TeslaM40", GPU)
     clock.now += TTL + 1
@@ -290,7 +254,7 @@ async def test_group_removed_on_the_platform_stops_being_served(
 
 
 async def test_least_recently_used_entry_is_evicted(
-    source: Source, clock: Clock, metrics: Metrics
+    source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     cache = make_cache(source, clock, metrics, max_entries=2)
     await cache.get("a", GPU)
@@ -305,7 +269,7 @@ async def test_least_recently_used_entry_is_evicted(
 
 
 async def test_close_cancels_background_refreshes(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.get("TeslaM40", GPU)
     clock.now += TTL + 1
@@ -337,14 +301,14 @@ async def test_group_types_of_an_unknown_group_are_empty(cache: LimitsCache) -> 
 
 
 async def test_group_types_are_empty_when_the_list_is_unavailable(
-    cache: LimitsCache, source: Source
+    cache: LimitsCache, source: ScriptedSource
 ) -> None:
     source.error = PlatformUnavailable("down")
     assert await cache.group_types("TeslaM40") == frozenset()
 
 
 async def test_failed_group_list_is_counted_apart_from_failed_limits(
-    cache: LimitsCache, source: Source, metrics: Metrics
+    cache: LimitsCache, source: ScriptedSource, metrics: Metrics
 ) -> None:
     """Watchers of failed limits fetches (alerts, the fault matrix) must not see list errors."""
     source.error = PlatformUnavailable("down")
@@ -353,14 +317,14 @@ async def test_failed_group_list_is_counted_apart_from_failed_limits(
 
 
 async def test_group_types_wait_no_longer_than_the_deadline(
-    cache: LimitsCache, source: Source
+    cache: LimitsCache, source: ScriptedSource
 ) -> None:
     source.gate = asyncio.Event()
     assert await cache.group_types("TeslaM40") == frozenset()
 
 
 async def test_group_list_is_cached_for_the_ttl(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.group_types("TeslaM40")
     clock.now += TTL - 1
@@ -369,7 +333,7 @@ async def test_group_list_is_cached_for_the_ttl(
 
 
 async def test_failed_group_list_is_retried_only_after_the_negative_ttl(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     source.error = PlatformUnavailable("down")
     await cache.group_types("TeslaM40")
@@ -381,7 +345,7 @@ async def test_failed_group_list_is_retried_only_after_the_negative_ttl(
 
 
 async def test_last_group_list_is_kept_while_the_platform_fails(
-    cache: LimitsCache, source: Source, clock: Clock
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
 ) -> None:
     await cache.group_types("TeslaM40")
     source.error = PlatformUnavailable("down")
@@ -395,7 +359,7 @@ async def test_last_group_list_is_kept_while_the_platform_fails(
 
 
 async def test_a_flood_of_unknown_groups_never_evicts_real_limits(
-    source: Source, clock: Clock, metrics: Metrics
+    source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     """~4,200 invented names evicted every real group from the shared 4,096-entry LRU;
     then a platform outage denied fitting pods (closed) or admitted oversized ones (open)."""
@@ -417,7 +381,7 @@ async def test_a_flood_of_unknown_groups_never_evicts_real_limits(
 
 
 async def test_lookups_of_uncached_groups_are_rate_limited(
-    source: Source, clock: Clock, metrics: Metrics
+    source: ScriptedSource, clock: Clock, metrics: Metrics
 ) -> None:
     cache = make_cache(source, clock, metrics, unknown_lookups_per_second=10.0)
     await cache.get("TeslaM40", GPU)
@@ -437,3 +401,131 @@ async def test_lookups_of_uncached_groups_are_rate_limited(
     with pytest.raises(UnknownResourceGroup):
         await cache.get("one-more", GPU)
     await cache.aclose()
+
+
+# --- groups created since the list was read ------------------------------------------------
+
+MIN_INTERVAL = 5.0  # cache.group_list_min_interval's default
+
+
+def list_fetches(metrics: Metrics, reason: str) -> float:
+    sample = metrics.registry.get_sample_value(
+        "nodelimits_platform_group_list_refresh_total", {"reason": reason}
+    )
+    return sample or 0
+
+
+@pytest.fixture
+def platform(source: ScriptedSource) -> ScriptedSource:
+    """The cache's source, knowing (like the platform) only the (group, type) pairs it lists."""
+    source.offered_only = True
+    return source
+
+
+async def test_group_created_after_the_list_was_read_is_found_by_one_forced_refresh(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.group_types("TeslaM40")
+    platform.add_group("A800", GPU)
+    clock.now += 1  # well within the TTL: the cached list is fresh, and lacks A800
+    assert await cache.group_types("A800") == {GPU}
+    assert platform.group_calls == 2
+    assert list_fetches(metrics, "missing_group") == 1
+
+
+async def test_first_list_lacking_a_group_is_not_fetched_again_at_once(
+    cache: LimitsCache, platform: ScriptedSource, metrics: Metrics
+) -> None:
+    assert await cache.group_types("Nope") == frozenset()
+    assert platform.group_calls == 1
+    assert (list_fetches(metrics, "expired"), list_fetches(metrics, "missing_group")) == (1, 0)
+
+
+async def test_bogus_groups_force_at_most_one_list_refresh_per_interval(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.group_types("TeslaM40")
+    clock.now += 1
+    for i in range(40):  # 40 invented names within 4 s: one forced refresh
+        assert await cache.group_types(f"random-{i}") == frozenset()
+        assert await cache.recheck_group(f"random-{i}") == frozenset()
+        clock.now += 0.1
+    assert platform.group_calls == 2
+    assert events(metrics, "list_throttled") == 79
+    clock.now += MIN_INTERVAL
+    await cache.group_types("random-41")
+    assert platform.group_calls == 3
+
+
+async def test_concurrent_misses_of_a_new_group_share_one_refresh(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock
+) -> None:
+    await cache.group_types("TeslaM40")
+    platform.add_group("A800", GPU)
+    clock.now += 1
+    platform.gate = asyncio.Event()
+    waiting = [asyncio.create_task(cache.group_types("A800")) for _ in range(20)]
+    await settle()
+    platform.gate.set()
+    assert set(await asyncio.gather(*waiting)) == {frozenset({GPU})}
+    assert platform.group_calls == 2
+
+
+async def test_stale_list_lacking_a_group_waits_for_its_background_refresh(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.group_types("TeslaM40")
+    platform.add_group("A800", GPU)
+    clock.now += TTL + 1
+    assert await cache.group_types("A800") == {GPU}
+    assert platform.group_calls == 2
+    assert (list_fetches(metrics, "stale"), list_fetches(metrics, "missing_group")) == (1, 0)
+
+
+async def test_negative_entry_is_forgotten_when_a_refreshed_list_shows_the_group(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock, metrics: Metrics
+) -> None:
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("A800", GPU)  # asked for before it was created
+    platform.add_group("A800", GPU)
+    clock.now += 1  # the negative entry (NEGATIVE_TTL) is still young
+    assert await cache.recheck_group("A800") == {GPU}
+    got = await cache.get("A800", GPU)
+    assert (got.limits.resourceGroup, platform.calls) == ("A800", 2)
+    assert events(metrics, "negative_forgotten") == 1
+
+
+async def test_negative_entry_is_kept_when_the_list_shows_the_group_under_other_types(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock
+) -> None:
+    platform.add_group("K100", AcceleratorType.DCU)
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("K100", GPU)
+    clock.now += 1
+    assert await cache.recheck_group("K100") == {AcceleratorType.DCU}
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("K100", GPU)
+    assert platform.calls == 1
+
+
+async def test_negative_entry_of_a_group_listed_without_a_type_is_forgotten(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock
+) -> None:
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("Untyped", GPU)
+    platform.add_group("Untyped", None)
+    clock.now += 1
+    assert await cache.recheck_group("Untyped") == frozenset()
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("Untyped", GPU)  # asked again: the list could not say
+    assert platform.calls == 2
+
+
+async def test_forced_refresh_of_a_failing_list_keeps_the_last_list(
+    cache: LimitsCache, platform: ScriptedSource, clock: Clock, metrics: Metrics
+) -> None:
+    await cache.group_types("TeslaM40")
+    platform.error = PlatformUnavailable("down")
+    clock.now += 1
+    assert await cache.recheck_group("TeslaM40") == {GPU, AcceleratorType.CPU}
+    assert (platform.group_calls, events(metrics, "list_error")) == (2, 1)
