@@ -11,33 +11,17 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${NODELIMITS_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodelimits/testbin}
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-16)
-dir="$cache_root/oracle-$key"
-bin="$dir/k8s-oracle"
+bin="$cache_root/oracle-$key"
 
-log() { printf '[oracle %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+TOOL=oracle
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
-if [ -x "$bin" ]; then
-  echo "$bin"
+if [ -x "$bin/k8s-oracle" ]; then  # quietly: the oracle tests ask for it every session
+  echo "$bin/k8s-oracle"
   exit 0
 fi
-if ! command -v go >/dev/null 2>&1; then
-  log "Go is not installed: get it from https://go.dev/dl/ (Go >= 1.26) and put 'go' on PATH"
-  exit 3
-fi
-mkdir -p "$dir"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$dir/.lock"
-  if ! flock -n 9; then
-    log "another build is running in $dir; waiting for it"
-    flock 9
-  fi
-fi
-if [ ! -x "$bin" ]; then
-  export CGO_ENABLED=0 GOFLAGS=-mod=readonly
-  log "building $bin (a cold build compiles part of Kubernetes: minutes)"
-  t0=$(date +%s)
-  (cd "$here" && go build -trimpath -ldflags "-s -w" -o "$bin.tmp.$$" .)
-  mv "$bin.tmp.$$" "$bin"   # atomic: a killed build never leaves a half binary
-  log "built in $(( $(date +%s) - t0 )) s"
-fi
-echo "$bin"
+require_go 1.26
+lock_cache
+go_build k8s-oracle . . "-s -w"
+echo "$bin/k8s-oracle"

@@ -36,47 +36,14 @@ for peer in "${peers[@]}"; do
   esac
 done
 
-log() { printf '[peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+TOOL=peers
+BUILD_NICE=10
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
-all_built() {
-  local name
-  for name in "${names[@]}"; do [ -e "$bin/$name" ] || return 1; done
-}
-
-if all_built; then
-  log "all binaries cached in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  log "Go is not installed: get it from https://go.dev/dl/ (Go >= 1.26.6) and put 'go' on PATH"
-  exit 3
-fi
-
-mkdir -p "$bin"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$bin/.lock"
-  if ! flock -n 9; then
-    log "another build is running in $bin; waiting for it"
-    flock 9
-  fi
-fi
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
-
-build() {  # build NAME MODULE_DIR PACKAGE LDFLAGS
-  local name=$1 dir=$2 pkg=$3 ld=$4 t0
-  if [ -x "$bin/$name" ]; then
-    log "$name: cached at $bin/$name"
-    return
-  fi
-  log "$name: building $pkg (a cold build on a 2-core machine takes many minutes)"
-  t0=$(date +%s)
-  (cd "$here/$dir" && nice -n "${NODELIMITS_BUILD_NICE:-10}" \
-    go build -trimpath -ldflags "$ld" -o "$bin/$name.tmp.$$" "$pkg")
-  mv "$bin/$name.tmp.$$" "$bin/$name"   # atomic: a killed build never leaves a half binary
-  log "$name: built in $(( $(date +%s) - t0 )) s, $(du -h "$bin/$name" | cut -f1)"
-}
+cached_or_continue "${names[@]}"
+require_go 1.26.6
+lock_cache
 
 copy_manifest() {  # copy_manifest MODULE_DIR MODULE FILE NAME: a manifest shipped in the module
   local dir=$1 module=$2 file=$3 name=$4 src
@@ -90,15 +57,15 @@ for peer in "${peers[@]}"; do
   case $peer in
     gatekeeper)
       gk=github.com/open-policy-agent/gatekeeper/v3
-      build gatekeeper gatekeeper "$gk" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
-      build gator gatekeeper "$gk/cmd/gator" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
+      go_build gatekeeper gatekeeper "$gk" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
+      go_build gator gatekeeper "$gk/cmd/gator" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
       # its CRDs (ConstraintTemplate, Config, status kinds) for the out-of-cluster webhook
       copy_manifest gatekeeper "$gk" deploy/gatekeeper.yaml gatekeeper.yaml
       ;;
     kyverno)
       ky=github.com/kyverno/kyverno
-      build kyverno kyverno "$ky/cmd/kyverno" "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
-      build kubectl-kyverno kyverno "$ky/cmd/cli/kubectl-kyverno" \
+      go_build kyverno kyverno "$ky/cmd/kyverno" "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
+      go_build kubectl-kyverno kyverno "$ky/cmd/cli/kubectl-kyverno" \
         "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
       copy_manifest kyverno "$ky" config/install-latest-testing.yaml kyverno.yaml
       ;;

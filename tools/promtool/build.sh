@@ -17,42 +17,20 @@ key="promtool-${PROMTOOL_VERSION}"
 cache_root=${NODELIMITS_PROMTOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodelimits/promtool}
 bin="$cache_root/$key"
 
-log() { printf '[promtool %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+TOOL=promtool
+BUILD_NICE=10
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
-if [ -x "$bin/promtool" ]; then
+if [ -x "$bin/promtool" ]; then  # its path, not the directory, is what callers read
   log "cached at $bin/promtool"
   echo "$bin/promtool"
   exit 0
 fi
-
-if ! command -v go >/dev/null 2>&1; then
-  log "Go is not installed: get it from https://go.dev/dl/ (Go >= 1.26.7) and put 'go' on PATH"
-  exit 3
-fi
-
-mkdir -p "$bin"
-# One build at a time per cache directory (see tools/testbin/build.sh).
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$bin/.lock"
-  if ! flock -n 9; then
-    log "another build is running in $bin; waiting for it"
-    flock 9
-  fi
-  if [ -x "$bin/promtool" ]; then
-    log "built by the other run: $bin/promtool"
-    echo "$bin/promtool"
-    exit 0
-  fi
-fi
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+require_go 1.26.7
+lock_cache
 
 pv=github.com/prometheus/common/version
 ld="-s -w -X $pv.Version=$PROMTOOL_VERSION -X $pv.Branch=$PROMETHEUS_MODULE_VERSION"
-log "building github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION" \
-  "(first build on a 2-core machine takes minutes)"
-t0=$(date +%s)
-(cd "$here" && nice go build -trimpath -ldflags "$ld" -o "$bin/promtool.tmp.$$" \
-  github.com/prometheus/prometheus/cmd/promtool)
-mv "$bin/promtool.tmp.$$" "$bin/promtool"   # atomic: a killed build never leaves a half binary
-log "built in $(( $(date +%s) - t0 )) s, $(du -h "$bin/promtool" | cut -f1)"
+go_build promtool . github.com/prometheus/prometheus/cmd/promtool "$ld"
 echo "$bin/promtool"

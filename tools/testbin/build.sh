@@ -28,51 +28,15 @@ case "${1:-}" in
   *) echo "usage: $0 [--node]" >&2; exit 2 ;;
 esac
 
-log() { printf '[testbin %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+TOOL=testbin
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
-all_built() {
-  local name
-  for name in "${names[@]}"; do [ -x "$bin/$name" ] || return 1; done
-}
-
-# Cached binaries need no Go: a machine that has them (e.g. a restored CI cache) just uses them.
-if all_built; then
-  log "all binaries cached in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  log "Go is not installed: get it from https://go.dev/dl/ (Go >= 1.26) and put 'go' on PATH"
-  exit 3
-fi
-
-mkdir -p "$bin"
-# One build at a time per cache directory: concurrent test runs wait here, then find the
-# binaries built. (flock is util-linux; without it, concurrent first builds just duplicate work.)
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$bin/.lock"
-  if ! flock -n 9; then
-    log "another build is running in $bin; waiting for it"
-    flock 9
-  fi
-fi
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+cached_or_continue "${names[@]}"
+require_go 1.26
+lock_cache
 
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-
-build() {  # build NAME MODULE_DIR PACKAGE LDFLAGS
-  local name=$1 dir=$2 pkg=$3 ld=$4 t0
-  if [ -x "$bin/$name" ]; then
-    log "$name: cached at $bin/$name"
-    return
-  fi
-  log "$name: building $pkg (first build on a 2-core machine takes minutes)"
-  t0=$(date +%s)
-  (cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$bin/$name.tmp.$$" "$pkg")
-  mv "$bin/$name.tmp.$$" "$bin/$name"   # atomic: a killed build never leaves a half binary
-  log "$name: built in $(( $(date +%s) - t0 )) s, $(du -h "$bin/$name" | cut -f1)"
-}
 
 kube_ld="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -84,15 +48,15 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
 done
 
 start=$(date +%s)
-build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
-build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ld"
-build helm helm helm.sh/helm/v3/cmd/helm "$helm_ld"
-build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
+go_build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
+go_build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ld"
+go_build helm helm helm.sh/helm/v3/cmd/helm "$helm_ld"
+go_build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
 if [ ${#names[@]} -gt 4 ]; then
   # same module as kubectl/kube-apiserver (go.sum holds their extra dependencies), so they
   # share its build cache: each one after the first takes a fraction of a cold build
   for name in "${node_names[@]}"; do
-    build "$name" kube "k8s.io/kubernetes/cmd/$name" "$kube_ld"
+    go_build "$name" kube "k8s.io/kubernetes/cmd/$name" "$kube_ld"
   done
 fi
 log "all binaries ready in $(( $(date +%s) - start )) s"
