@@ -325,6 +325,60 @@ def test_every_default_value_is_declared_and_described_by_type() -> None:
             "config.cache.max_stale (300) must be at least config.cache.ttl (600)",
             id="max-stale-below-ttl",
         ),
+        # Issue 18: the HPA's bounds (max >= min is checked by templates/hpa.yaml).
+        pytest.param(
+            {"autoscaling": {"enabled": True, "minReplicas": 0}},
+            "at '/autoscaling/minReplicas': minimum: got 0, want 1",
+            id="hpa-min-replicas-zero",
+        ),
+        pytest.param(
+            {"autoscaling": {"maxReplicas": 101}},
+            "at '/autoscaling/maxReplicas': maximum: got 101, want 100",
+            id="hpa-max-replicas-over-100",
+        ),
+        pytest.param(
+            {"autoscaling": {"targetCPUUtilizationPercentage": 0}},
+            "at '/autoscaling/targetCPUUtilizationPercentage': minimum: got 0, want 1",
+            id="hpa-cpu-target-zero",
+        ),
+        pytest.param(
+            {"autoscaling": {"targetMemoryUtilizationPercentage": "80%"}},
+            "at '/autoscaling/targetMemoryUtilizationPercentage': got string",
+            id="hpa-memory-target-with-percent-sign",
+        ),
+        pytest.param(
+            {"autoscaling": {"behavior": ["scaleDown"]}},
+            "at '/autoscaling/behavior': got array, want object",
+            id="hpa-behavior-not-an-object",
+        ),
+        pytest.param(
+            {"autoscaling": {"behavior": {"scaleDown": {"stabilisationWindowSeconds": 60}}}},
+            "at '/autoscaling/behavior/scaleDown': additional properties "
+            "'stabilisationWindowSeconds'",
+            id="hpa-behavior-typo",
+        ),
+        pytest.param(
+            {
+                "autoscaling": {
+                    "behavior": {
+                        "scaleUp": {"policies": [{"type": "pods", "value": 2, "periodSeconds": 60}]}
+                    }
+                }
+            },
+            "at '/autoscaling/behavior/scaleUp/policies/0/type': value must be one of 'Pods', "
+            "'Percent'",
+            id="hpa-policy-type-lowercase",
+        ),
+        pytest.param(
+            {"autoscaling": {"enable": True}},
+            "at '/autoscaling': additional properties 'enable'",
+            id="hpa-typo",
+        ),
+        pytest.param(
+            {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}},
+            "autoscaling.maxReplicas (2) must be at least autoscaling.minReplicas (3)",
+            id="hpa-max-below-min",
+        ),
         pytest.param(
             {"nameOverride": "NodeLimits"},
             "at '/nameOverride': 'NodeLimits' does not match pattern",
