@@ -72,6 +72,7 @@ bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_webhook
 	$(PYTHON) -m bench.bench_apiserver --peers  # builds Gatekeeper/Kyverno once (tools/peers)
 	$(PYTHON) -m bench.peer_verdicts
+	$(PYTHON) -m bench.bench_replicas  # root: the real node, as tests/node runs it
 
 docs: install chart-docs  ## regenerate the chart README and the measured tables of docs/reliability.md (fault matrix: a real run)
 	$(PYTHON) -m pytest tests/e2e/test_fault_matrix.py --write-docs
