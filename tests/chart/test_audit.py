@@ -1,12 +1,16 @@
 """The chart's continuous audit (audit.enabled, issue 16): off by default; when on, its own
-ServiceAccount with least RBAC, pods the webhook's Service never selects, the opt-in CRDs."""
+ServiceAccount with least RBAC (the reports of audit.reportApi only; the training runtimes
+only while TrainJob is checked), pods the webhook's Service never selects, the opt-in CRDs
+of the chosen report API."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from devtools import builders
-from tests.chart.chart import NAMESPACE, RELEASE
+from tests.chart.chart import NAMESPACE, RELEASE, ChartError
 from tests.chart.conftest import RenderFn
 
 ON = {"audit": {"enabled": True}}
@@ -122,3 +126,55 @@ def test_events_are_off_by_default_and_when_on_only_create_is_granted(
     assert {"--events", "--events-per-run=7", "--events-repeat-after=3600"} <= set(
         container["args"]
     )
+
+
+def report_rules(rendered: Any) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The audit's grants that write (the reports' group and kinds)."""
+    return [(g, r) for g, r, v, _ in rules(rendered.one("ClusterRole", "-audit")) if "create" in v
+            and g != ("events.k8s.io",)]  # fmt: skip
+
+
+def test_openreports_gets_only_its_own_group_and_the_flag(render_chart: RenderFn) -> None:
+    rendered = render_chart({"audit": {"enabled": True, "reportApi": "openreports.io"}})
+    assert report_rules(rendered) == [(("openreports.io",), ("reports", "clusterreports"))]
+    granted = rules(rendered.one("ClusterRole", "-audit"))
+    assert not [g for g in granted if "wgpolicyk8s.io" in g[0]]
+    [container] = rendered.one("Deployment", "-audit")["spec"]["template"]["spec"]["containers"]
+    assert "--report-api=openreports.io" in container["args"]
+
+
+def test_policyreports_are_the_default_api(render_chart: RenderFn) -> None:
+    rendered = render_chart(ON)
+    assert report_rules(rendered) == [
+        (("wgpolicyk8s.io",), ("policyreports", "clusterpolicyreports"))
+    ]
+    [container] = rendered.one("Deployment", "-audit")["spec"]["template"]["spec"]["containers"]
+    assert "--report-api=wgpolicyk8s.io" in container["args"]
+
+
+def test_install_crd_installs_the_chosen_apis_crds(render_chart: RenderFn) -> None:
+    values = {"audit": {"installCRD": True, "reportApi": "openreports.io"}}
+    crds = render_chart(values).of_kind("CustomResourceDefinition")
+    assert sorted(
+        (c["metadata"]["name"], c["spec"]["scope"], c["spec"]["names"]["kind"]) for c in crds
+    ) == [
+        ("clusterreports.openreports.io", "Cluster", "ClusterReport"),
+        ("reports.openreports.io", "Namespaced", "Report"),
+    ]
+    assert all(c["spec"]["versions"][0]["name"] == "v1alpha1" for c in crds)
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+
+
+def test_an_unknown_report_api_is_refused(render_chart: RenderFn) -> None:
+    with pytest.raises(ChartError, match="at '/audit/reportApi': value must be one of"):
+        render_chart({"audit": {"enabled": True, "reportApi": "reports.x-k8s.io"}})
+
+
+def test_trainjobs_runtimes_are_readable_only_while_trainjob_is_checked(
+    render_chart: RenderFn,
+) -> None:
+    runtimes = (("trainer.kubeflow.org",), ("clustertrainingruntimes", "trainingruntimes"),
+                ("get", "list"), ())  # fmt: skip
+    assert runtimes in rules(render_chart(ON).one("ClusterRole", "-audit"))
+    narrowed = render_chart({**ON, "config": {"admission": {"kinds": ["Pod", "Job"]}}})
+    assert not [g for g in rules(narrowed.one("ClusterRole", "-audit")) if "trainer" in g[0][0]]
