@@ -1,13 +1,19 @@
+# shellcheck shell=bash
 # Shared by the scripts that build binaries from the Go module proxy into a cache keyed by
-# their versions (tools/testbin, tools/promtool, tools/peers). Source it, set TOOL (the log
-# prefix) and bin (the cache directory), then:
+# their versions (tools/testbin, tools/promtool, tools/peers, tools/oracle). Source it, then:
 #
+#   build_cache TOOL DIR         the log prefix and the cache directory ($bin) to build into
 #   cached_or_continue NAME...   prints $bin and exits 0 when every NAME is there
 #   require_go MIN_VERSION       exits 3 (callers skip, or fail under NODELIMITS_REQUIRE_E2E=1)
 #   lock_cache                   one build at a time per cache directory
-#   go_build NAME DIR PKG LDFLAGS
+#   go_build NAME MODULE_DIR PKG LDFLAGS
 #
-# NODELIMITS_BUILD_NICE (default: the caller's BUILD_NICE, else 0) lowers a build's priority.
+# NODELIMITS_BUILD_NICE (default: build_cache's third argument, else 0) lowers a build's
+# priority.
+
+build_cache() {  # build_cache TOOL DIR [NICE]
+  TOOL=$1 bin=$2 build_nice=${3:-0}
+}
 
 log() { printf '[%s %s] %s\n' "$TOOL" "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -46,7 +52,7 @@ lock_cache() {
   export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 }
 
-go_build() {  # go_build NAME MODULE_DIR PACKAGE LDFLAGS (MODULE_DIR relative to $here)
+go_build() {  # go_build NAME MODULE_DIR PACKAGE LDFLAGS
   local name=$1 dir=$2 pkg=$3 ld=$4 t0
   if [ -x "$bin/$name" ]; then
     log "$name: cached at $bin/$name"
@@ -54,7 +60,7 @@ go_build() {  # go_build NAME MODULE_DIR PACKAGE LDFLAGS (MODULE_DIR relative to
   fi
   log "$name: building $pkg (a cold build on a 2-core machine takes minutes)"
   t0=$(date +%s)
-  (cd "$here/$dir" && nice -n "${NODELIMITS_BUILD_NICE:-${BUILD_NICE:-0}}" \
+  (cd "$dir" && nice -n "${NODELIMITS_BUILD_NICE:-$build_nice}" \
     go build -trimpath -ldflags "$ld" -o "$bin/$name.tmp.$$" "$pkg")
   mv "$bin/$name.tmp.$$" "$bin/$name"   # atomic: a killed build never leaves a half binary
   log "$name: built in $(( $(date +%s) - t0 )) s, $(du -h "$bin/$name" | cut -f1)"

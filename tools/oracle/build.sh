@@ -13,9 +13,9 @@ cache_root=${NODELIMITS_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodelimit
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-16)
 bin="$cache_root/oracle-$key"
 
-TOOL=oracle
-# shellcheck source=../lib.sh
+# shellcheck disable=SC1091  # tools/lib.sh is linted on its own
 . "$here/../lib.sh"
+build_cache oracle "$bin"
 
 if [ -x "$bin/k8s-oracle" ]; then  # quietly: the oracle tests ask for it every session
   echo "$bin/k8s-oracle"
@@ -23,5 +23,5 @@ if [ -x "$bin/k8s-oracle" ]; then  # quietly: the oracle tests ask for it every 
 fi
 require_go 1.26
 lock_cache
-go_build k8s-oracle . . "-s -w"
+go_build k8s-oracle "$here" . "-s -w"
 echo "$bin/k8s-oracle"

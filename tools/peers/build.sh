@@ -36,10 +36,9 @@ for peer in "${peers[@]}"; do
   esac
 done
 
-TOOL=peers
-BUILD_NICE=10
-# shellcheck source=../lib.sh
+# shellcheck disable=SC1091  # tools/lib.sh is linted on its own
 . "$here/../lib.sh"
+build_cache peers "$bin" 10
 
 cached_or_continue "${names[@]}"
 require_go 1.26.6
@@ -57,15 +56,15 @@ for peer in "${peers[@]}"; do
   case $peer in
     gatekeeper)
       gk=github.com/open-policy-agent/gatekeeper/v3
-      go_build gatekeeper gatekeeper "$gk" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
-      go_build gator gatekeeper "$gk/cmd/gator" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
+      go_build gatekeeper "$here/gatekeeper" "$gk" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
+      go_build gator "$here/gatekeeper" "$gk/cmd/gator" "-s -w -X $gk/pkg/version.Version=$GATEKEEPER_VERSION"
       # its CRDs (ConstraintTemplate, Config, status kinds) for the out-of-cluster webhook
       copy_manifest gatekeeper "$gk" deploy/gatekeeper.yaml gatekeeper.yaml
       ;;
     kyverno)
       ky=github.com/kyverno/kyverno
-      go_build kyverno kyverno "$ky/cmd/kyverno" "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
-      go_build kubectl-kyverno kyverno "$ky/cmd/cli/kubectl-kyverno" \
+      go_build kyverno "$here/kyverno" "$ky/cmd/kyverno" "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
+      go_build kubectl-kyverno "$here/kyverno" "$ky/cmd/cli/kubectl-kyverno" \
         "-s -w -X $ky/pkg/version.BuildVersion=$KYVERNO_VERSION"
       copy_manifest kyverno "$ky" config/install-latest-testing.yaml kyverno.yaml
       ;;

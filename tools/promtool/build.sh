@@ -17,10 +17,9 @@ key="promtool-${PROMTOOL_VERSION}"
 cache_root=${NODELIMITS_PROMTOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodelimits/promtool}
 bin="$cache_root/$key"
 
-TOOL=promtool
-BUILD_NICE=10
-# shellcheck source=../lib.sh
+# shellcheck disable=SC1091  # tools/lib.sh is linted on its own
 . "$here/../lib.sh"
+build_cache promtool "$bin" 10
 
 if [ -x "$bin/promtool" ]; then  # its path, not the directory, is what callers read
   log "cached at $bin/promtool"
@@ -32,5 +31,5 @@ lock_cache
 
 pv=github.com/prometheus/common/version
 ld="-s -w -X $pv.Version=$PROMTOOL_VERSION -X $pv.Branch=$PROMETHEUS_MODULE_VERSION"
-go_build promtool . github.com/prometheus/prometheus/cmd/promtool "$ld"
+go_build promtool "$here" github.com/prometheus/prometheus/cmd/promtool "$ld"
 echo "$bin/promtool"

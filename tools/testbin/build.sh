@@ -28,9 +28,9 @@ case "${1:-}" in
   *) echo "usage: $0 [--node]" >&2; exit 2 ;;
 esac
 
-TOOL=testbin
-# shellcheck source=../lib.sh
+# shellcheck disable=SC1091  # tools/lib.sh is linted on its own
 . "$here/../lib.sh"
+build_cache testbin "$bin"
 
 cached_or_continue "${names[@]}"
 require_go 1.26
@@ -48,15 +48,15 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
 done
 
 start=$(date +%s)
-go_build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
-go_build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ld"
-go_build helm helm helm.sh/helm/v3/cmd/helm "$helm_ld"
-go_build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
+go_build etcd "$here/etcd" go.etcd.io/etcd/server/v3 "-s -w"
+go_build kubectl "$here/kube" k8s.io/kubernetes/cmd/kubectl "$kube_ld"
+go_build helm "$here/helm" helm.sh/helm/v3/cmd/helm "$helm_ld"
+go_build kube-apiserver "$here/kube" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
 if [ ${#names[@]} -gt 4 ]; then
   # same module as kubectl/kube-apiserver (go.sum holds their extra dependencies), so they
   # share its build cache: each one after the first takes a fraction of a cold build
   for name in "${node_names[@]}"; do
-    go_build "$name" kube "k8s.io/kubernetes/cmd/$name" "$kube_ld"
+    go_build "$name" "$here/kube" "k8s.io/kubernetes/cmd/$name" "$kube_ld"
   done
 fi
 log "all binaries ready in $(( $(date +%s) - start )) s"
