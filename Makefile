@@ -70,6 +70,7 @@ bench: install  ## benchmarks; figures go to docs/performance.md
 	$(PYTHON) -m bench.bench_policy
 	$(PYTHON) -m bench.bench_check
 	$(PYTHON) -m bench.bench_webhook
+	$(PYTHON) -m bench.bench_handler  # add --instructions 300 where valgrind is installed
 	$(PYTHON) -m bench.bench_apiserver --peers  # builds Gatekeeper/Kyverno once (tools/peers)
 	$(PYTHON) -m bench.peer_verdicts
 	$(PYTHON) -m bench.bench_replicas  # root: the real node, as tests/node runs it
