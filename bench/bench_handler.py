@@ -53,6 +53,7 @@ import kopf
 from bench.bench_webhook import pod_create_review
 from webhook import bounds
 from webhook.config import Settings
+from webhook.core import policy, workloads
 from webhook.metrics import Metrics
 from webhook.platform import build_limits_cache
 from webhook.serve.admission import DECISION_LOGGER, REVIEW_UID, Admission, register
@@ -324,32 +325,109 @@ async def main_async(args: argparse.Namespace) -> None:
 def instructions(name: str, row: str, reviews: int) -> int:
     """Instructions the process executes (valgrind's callgrind, user space) for ``reviews``
     reviews of ``row`` by ``name``, set-up included."""
+    return counted(["--only", name, "--row", row, "--reviews", str(reviews)])
+
+
+def counted(args: list[str]) -> int:
+    """Instructions of one ``bench.bench_handler`` run with ``args`` under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        argv = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "bench.bench_handler",
-            "--only",
-            name,
-            "--row",
-            row,
-            "--reviews",
-            str(reviews),
-        ]
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        argv += [sys.executable, "-m", "bench.bench_handler", *args]
         env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(
-                f"valgrind {name} {row}: exit {done.returncode}\n{done.stderr[-2000:]}"
-            )
+            shown = " ".join(args)
+            raise SystemExit(f"valgrind {shown}: exit {done.returncode}\n{done.stderr[-2000:]}")
         found = re.search(r"^summary:\s+(\d+)", out.read_text(), flags=re.M)
         if found is None:
-            raise SystemExit(f"callgrind wrote no summary for {name} {row}")
+            raise SystemExit(f"callgrind wrote no summary for {' '.join(args)}")
         return int(found[1])
+
+
+# --- pieces of the path -----------------------------------------------------------------
+
+PIECES = (
+    "json.loads",
+    "bounds.loads",
+    "guard",
+    "workload_of",
+    "plan",
+    "decide",
+    "handle WARNING",
+    "handle INFO",
+)
+
+
+async def run_piece(piece: str, calls: int) -> None:
+    """``calls`` calls of one piece of the nodelimits path on the CREATE-allowed review."""
+    level = "INFO" if piece == "handle INFO" else "WARNING"
+    settings = settings_at(level)
+    configure_logging(settings)
+    text = create_allowed().decode()
+    data = json.loads(text)
+    body = data["request"]["object"]
+    table = settings.policy.kind_table
+    handlers = {h.id: h for h in served(settings.admission.kinds)}
+    with decision_lines_to_null():
+        async with AsyncExitStack() as stack:
+            metrics = Metrics()
+            cache = await stack.enter_async_context(build_limits_cache(settings, metrics))
+            admission = Admission(settings, cache, metrics)
+            workload = workloads.workload_of(body, table, None)
+            if not isinstance(workload, workloads.Workload):
+                raise SystemExit(f"the bench Pod is skipped: {workload}")
+            planned = policy.plan(workload, settings.policy)
+            accelerator = planned.accelerator
+            if planned.group is None or accelerator is None:
+                raise SystemExit(f"the bench Pod is not checked: {planned}")
+            found = await cache.get(planned.group, accelerator)
+            logging.getLogger(DECISION_LOGGER).setLevel(level)
+
+            async def handle() -> None:
+                await admission.handle(
+                    handlers["pods"],
+                    body=body,
+                    old=None,
+                    operation="CREATE",
+                    subresource=None,
+                    dryrun=False,
+                    warnings=[],
+                    uid="u",
+                )
+
+            await handle()  # the limits cached, every path warm
+            gc.collect()
+            gc.freeze()
+            if piece.startswith("handle"):
+                for _ in range(calls):
+                    await asyncio.create_task(handle())
+                return
+            pieces: dict[str, Callable[[], object]] = {
+                "json.loads": lambda: json.loads(text),
+                "bounds.loads": lambda: bounds.loads(text),
+                "guard": lambda: check_review(data, "pods", handlers),
+                "workload_of": lambda: workloads.workload_of(body, table, None),
+                "plan": lambda: policy.plan(workload, settings.policy),
+                "decide": lambda: policy.decide(
+                    planned, found.limits, accelerator, settings.policy
+                ),
+            }
+            call = pieces[piece]
+            for _ in range(calls):
+                call()
+
+
+def report_pieces(calls: int) -> None:
+    """Instructions per call of each piece: ``calls`` calls less none, under callgrind."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--pieces needs valgrind (apt-get install valgrind)")
+    print("| piece | instructions/call |")
+    print("|---|---|")
+    for piece in PIECES:
+        base = counted(["--piece", piece, "--reviews", "0"])
+        per = (counted(["--piece", piece, "--reviews", str(calls)]) - base) / calls
+        print(f"| {piece} | {per:,.0f} |", flush=True)
 
 
 def report_instructions(reviews: int, names: list[str]) -> None:
@@ -394,10 +472,21 @@ def main() -> None:
         default=",".join(SERVERS),
         help=f"for --instructions: which, comma-separated (default: {', '.join(SERVERS)})",
     )
+    parser.add_argument(
+        "--pieces",
+        type=int,
+        metavar="N",
+        default=0,
+        help="count instructions per call of each piece of the path under valgrind over N calls",
+    )
+    parser.add_argument("--piece", choices=PIECES, help=argparse.SUPPRESS)
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--row", default="pod CREATE allowed", help=argparse.SUPPRESS)
     parser.add_argument("--reviews", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pieces:
+        report_pieces(args.pieces)
+        return
     if args.instructions:
         names = [n.strip() for n in args.servers.split(",") if n.strip()]
         unknown = sorted(set(names) - set(SERVERS))
@@ -405,12 +494,13 @@ def main() -> None:
             parser.error(f"unknown --servers {', '.join(unknown)}; known: {', '.join(SERVERS)}")
         report_instructions(args.instructions, names)
         return
+    run = run_piece(args.piece, args.reviews) if args.piece else main_async(args)
     try:
         import uvloop
 
-        uvloop.run(main_async(args))
+        uvloop.run(run)
     except ImportError:
-        asyncio.run(main_async(args))
+        asyncio.run(run)
 
 
 if __name__ == "__main__":
