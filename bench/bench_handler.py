@@ -3,7 +3,8 @@
 ``bench_webhook`` measures the servers over TLS with the load generator on the same two
 cores, so its rows swing with whatever else runs. This measures the part issue 18 asks
 about, the handler path, without sockets: each review goes through what the server runs
-after the body is read (``bounds.loads`` of the raw bytes, the review-shape guard, kopf's
+after the body is read (nodelimits: ``bounds.loads`` of the raw bytes and the review-shape
+guard; kopf no-op: kopf's own ``json.loads`` of the text; then kopf's
 ``serve_admission_request`` with the registered handlers, ``json.dumps`` of the response),
 timed with ``time.process_time`` over batches, configurations interleaved batch by batch
 so a noisy neighbour slows all of them alike:
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import copy
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -62,6 +64,8 @@ from webhook.serve.handlers import HandlerSpec, served
 from webhook.serve.kopf_glue import (
     EphemeralMemories,
     SmartOperatorRegistry,
+    WebhookFn,
+    routed_by_webhook,
     serve_admission_request,
     serving_insights,
     skip_copy_of_empty_patches,
@@ -119,6 +123,9 @@ class Kopf:
 
     registry: kopf.OperatorRegistry
     handlers: dict[str, HandlerSpec]
+    ours: bool
+    """Read as ``NodelimitsWebhookServer`` does (bounded parse, review-shape guard), or, for
+    kopf no-op, as kopf's own server does (aiohttp's ``request.json()``)."""
 
     def __post_init__(self) -> None:
         self.settings = kopf.OperatorSettings()
@@ -128,17 +135,8 @@ class Kopf:
             for h in self.handlers.values()
         )
         self.insights.ready_resources.set()  # adds the pinned resources
-
-    async def __call__(self, raw: bytes) -> bytes:
-        # What NodelimitsWebhookServer does around kopf: parse, guard, route, answer.
-        data = bounds.loads(raw.decode("utf-8"))
-        check_review(data, "pods", self.handlers)
-        REVIEW_UID.set(data["request"]["uid"])
-        response = await serve_admission_request(
-            data,
-            webhook=kopf.HandlerId("pods"),
-            sslpeer={},
-            headers={},
+        self.fn: WebhookFn = functools.partial(
+            serve_admission_request,
             settings=self.settings,
             memories=self.memories,
             memobase=kopf.Memo(),  # type: ignore[arg-type]  # kopf's AnyMemo is a Memo
@@ -146,6 +144,19 @@ class Kopf:
             insights=self.insights,
             indices={},  # no kopf indexes registered: an empty mapping of them
         )
+        if self.ours:
+            self.fn = routed_by_webhook(self.fn)
+
+    async def __call__(self, raw: bytes) -> bytes:
+        if self.ours:  # what NodelimitsWebhookServer does around kopf: parse, guard, route
+            if not raw.isascii():
+                raw.decode("utf-8")
+            data = bounds.loads(raw)
+            check_review(data, "pods", self.handlers)
+            REVIEW_UID.set(data["request"]["uid"])
+        else:
+            data = json.loads(raw.decode("utf-8"))
+        response = await self.fn(data, webhook=kopf.HandlerId("pods"), sslpeer={}, headers={})
         return json.dumps(response).encode()
 
 
@@ -168,7 +179,7 @@ def kopf_noop(handlers: tuple[HandlerSpec, ...] | None = None) -> Kopf:
             subresource=h.subresource,
             registry=registry,
         )(_noop)
-    return Kopf(registry, {h.id: h for h in specs})
+    return Kopf(registry, {h.id: h for h in specs}, ours=False)
 
 
 async def nodelimits(settings: Settings, stack: AsyncExitStack) -> Kopf:
@@ -177,7 +188,7 @@ async def nodelimits(settings: Settings, stack: AsyncExitStack) -> Kopf:
     admission = Admission(settings, cache, metrics)
     registry = SmartOperatorRegistry()
     registered = register(registry, admission)
-    return Kopf(registry, {h.id: h for h in registered})
+    return Kopf(registry, {h.id: h for h in registered}, ours=True)
 
 
 def settings_at(level: str) -> Settings:
@@ -364,7 +375,7 @@ async def run_piece(piece: str, calls: int) -> None:
     level = "INFO" if piece == "handle INFO" else "WARNING"
     settings = settings_at(level)
     configure_logging(settings)
-    text = create_allowed().decode()
+    text = create_allowed()
     data = json.loads(text)
     body = data["request"]["object"]
     table = settings.policy.kind_table

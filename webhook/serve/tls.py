@@ -17,7 +17,6 @@ import asyncio
 import asyncio.sslproto
 import base64
 import hashlib
-import json
 import logging
 import re
 import ssl
@@ -33,7 +32,12 @@ from webhook.metrics import Metrics
 from webhook.serve.admission import REVIEW_UID
 from webhook.serve.guard import check_review
 from webhook.serve.handlers import HandlerSpec
-from webhook.serve.kopf_glue import AmbiguousResourceError, UnknownResourceError, WebhookError
+from webhook.serve.kopf_glue import (
+    AmbiguousResourceError,
+    UnknownResourceError,
+    WebhookError,
+    routed_by_webhook,
+)
 
 __all__ = ["NodelimitsWebhookServer", "ServingLimits", "ServingState"]
 
@@ -296,11 +300,13 @@ class NodelimitsWebhookServer(kopf.WebhookServer):
             self.metrics.review_rejected.labels(reason="too_large").inc()
             return self._too_large(exc)
         try:
-            data = bounds.loads(raw.decode("utf-8"))
+            if not raw.isascii():  # said precisely here; the parser would say "invalid JSON"
+                raw.decode("utf-8")
+            data = bounds.loads(raw)
         except UnicodeDecodeError:
             self.metrics.review_rejected.labels(reason="malformed").inc()
             raise aiohttp.web.HTTPBadRequest(reason="request body is not UTF-8") from None
-        except json.JSONDecodeError as exc:
+        except bounds.InvalidJson as exc:
             self.metrics.review_rejected.labels(reason="malformed").inc()
             raise aiohttp.web.HTTPBadRequest(reason=f"invalid JSON: {exc}") from None
         except bounds.TooDeep as exc:
@@ -350,6 +356,7 @@ class NodelimitsWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         state, known = self.state, self.handlers
+        fn = routed_by_webhook(fn)
 
         async def guarded(request: Any, *, webhook: str | None = None, **kw: Any) -> Any:
             state.in_flight += 1

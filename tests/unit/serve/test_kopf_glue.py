@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import kopf
 import pytest
@@ -84,3 +85,39 @@ async def test_resources_discovery_did_not_find_are_served_once_it_is_done() -> 
     )
     with pytest.raises(kopf_glue.UnknownResourceError):  # not registered: still a 404
         kopf_glue.find_resource(request=_review("ray.io", "v1", "rayclusters"), insights=insights)
+
+
+async def _registries_seen(webhook: str) -> list[int]:
+    """The number of webhook handlers in the registry kopf is handed, per call."""
+    registry = kopf.OperatorRegistry()
+    for plural in ("pods", "jobs", "pytorchjobs"):
+        kopf.on.validate("", "v1", plural, id=plural, registry=registry)(_noop)
+    seen: list[int] = []
+
+    async def serve(request: object, *, registry: kopf.OperatorRegistry, **_: object) -> object:
+        seen.append(len(registry._webhooks.get_all_handlers()))
+        return request
+
+    routed = kopf_glue.routed_by_webhook(functools.partial(serve, registry=registry))
+    assert await routed({"r": 1}, webhook=webhook) == {"r": 1}
+    return seen
+
+
+async def _noop(**_: object) -> None:
+    pass
+
+
+async def test_kopf_is_handed_only_the_handlers_of_the_path() -> None:
+    assert await _registries_seen("jobs") == [1]
+
+
+async def test_a_path_without_a_handler_keeps_the_full_registry() -> None:
+    assert await _registries_seen("nothing-here") == [3]
+
+
+def test_routing_refuses_a_kopf_that_no_longer_binds_its_registry() -> None:
+    async def bare(request: object, **_: object) -> object:
+        return request
+
+    with pytest.raises(TypeError, match="partial with a registry"):
+        kopf_glue.routed_by_webhook(bare)
