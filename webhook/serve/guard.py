@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeGuard
 
 from webhook.serve.handlers import HandlerSpec
 from webhook.serve.kopf_glue import WebhookError
@@ -20,6 +21,11 @@ __all__ = ["check_review"]
 
 # Kubernetes group, version and resource names; anything else cannot come from an apiserver.
 _API_NAME = re.compile(r"[a-z0-9.-]{0,253}")
+
+
+def _is_map(value: object) -> TypeGuard[Mapping[str, object]]:
+    # `type(...) is dict` first: decoded JSON is always a dict, and the ABC check is slow.
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _shown(text: str) -> str:
@@ -36,12 +42,12 @@ def check_review(request: object, webhook: str | None, handlers: Mapping[str, Ha
         # kopf runs no handler for an unknown path and ALLOWS: make it loud instead.
         path = _shown(f"/{webhook or ''}")
         raise WebhookError(f"unknown webhook path {path}; served: {sorted(handlers)}")
-    if not isinstance(request, Mapping) or not isinstance(request.get("request"), Mapping):
+    body = request.get("request") if _is_map(request) else None
+    if not _is_map(body):
         raise WebhookError("not an AdmissionReview: no request object")
-    body = request["request"]
     resource = body.get("resource")
-    if not isinstance(resource, Mapping) or not all(
-        isinstance(resource.get(k), str) and _API_NAME.fullmatch(resource[k])
+    if not _is_map(resource) or not all(
+        isinstance(name := resource.get(k), str) and _API_NAME.fullmatch(name)
         for k in ("group", "version", "resource")
     ):
         raise WebhookError("AdmissionReview request.resource must have group/version/resource")
@@ -58,12 +64,12 @@ def check_review(request: object, webhook: str | None, handlers: Mapping[str, Ha
             if key == "object" or operation == "UPDATE":  # the apiserver always sends both
                 raise WebhookError(f"AdmissionReview request.{key} is missing for {operation}")
             continue
-        if not isinstance(obj, Mapping):
+        if not _is_map(obj):
             raise WebhookError(f"AdmissionReview request.{key} must be an object")
         # kopf keys its per-object memo by metadata.uid before any handler runs: a null or
         # non-object metadata, or an unhashable uid, would be a 500 (found by hypothesis).
         meta = obj.get("metadata", {})
-        if not isinstance(meta, Mapping):
+        if not _is_map(meta):
             raise WebhookError(f"AdmissionReview request.{key}.metadata must be an object")
         if not isinstance(meta.get("uid"), str | None):
             raise WebhookError(f"AdmissionReview request.{key}.metadata.uid must be a string")
@@ -98,7 +104,7 @@ def _check_target(
             f"not {_shown(repr(subresource))}"
         )
     kind = body.get("kind")
-    if not isinstance(kind, Mapping) or (
+    if not _is_map(kind) or (
         kind.get("group"),
         kind.get("version"),
         kind.get("kind"),
@@ -114,7 +120,7 @@ def _check_object(spec: HandlerSpec, key: str, obj: Mapping[str, object]) -> Non
         )
     if spec.object_kind == "PodTemplate" and spec.group == "":
         # its pod is at `template` (optional in the API), and it has no spec at all
-        if not isinstance(obj.get("template", {}), Mapping):
+        if not _is_map(obj.get("template", {})):
             raise WebhookError(f"AdmissionReview request.{key}.template must be an object")
-    elif not isinstance(obj.get("spec"), Mapping):  # `spec: null` read as an empty pod
+    elif not _is_map(obj.get("spec")):  # `spec: null` read as an empty pod
         raise WebhookError(f"AdmissionReview request.{key}.spec must be an object")
