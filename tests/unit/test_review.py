@@ -9,14 +9,16 @@ import pytest
 
 from devtools.builders import container, pod
 from tests.platform_helpers import Clock, ScriptedSource, cache_settings
+from webhook.core import workloads
 from webhook.core.limits import AcceleratorType
 from webhook.core.policy import PolicySettings
 from webhook.metrics import Metrics
 from webhook.platform.cache import LimitsCache
-from webhook.review import review
+from webhook.review import Pending, Review, review, review_cached, review_workload
 
 GPU, CPU = AcceleratorType.GPU, AcceleratorType.CPU
 SETTINGS = PolicySettings()  # the default accelerator type is cpu
+TABLE = SETTINGS.kind_table
 
 
 @pytest.fixture
@@ -84,3 +86,43 @@ async def test_pods_naming_bogus_groups_cost_one_list_request_and_one_lookup_eac
             f'resource group "random-{i}" is unknown to the platform for accelerator type cpu'
         )
     assert (platform.group_calls, platform.calls) == (2, 15)
+
+
+# --- the part that never waits (the admission path's decision-budget timer is armed only
+# for the rest) ---------------------------------------------------------------------------
+
+
+async def test_a_cold_cache_leaves_the_review_pending(cache: LimitsCache) -> None:
+    workload = workloads.workload_of(pod(container(cpu="64"), group="TeslaM40"), TABLE, None)
+    assert isinstance(review_cached(workload, SETTINGS, cache), Pending)
+
+
+async def test_a_warm_cache_decides_without_waiting(
+    cache: LimitsCache, platform: ScriptedSource
+) -> None:
+    obj = pod(container(cpu="64"), group="TeslaM40", accelerator="gpu")
+    waited = await review(obj, SETTINGS, cache)
+    calls = platform.calls
+    got = review_cached(workloads.workload_of(obj, TABLE, None), SETTINGS, cache)
+    assert isinstance(got, Review)
+    assert got == waited
+    assert platform.calls == calls
+
+
+async def test_a_pending_review_goes_on_to_the_decision_a_whole_one_gives(
+    cache: LimitsCache,
+) -> None:
+    obj = pod(container(cpu="64"), group="TeslaM40", accelerator="gpu")
+    workload = workloads.workload_of(obj, TABLE, None)
+    pending = review_cached(workload, SETTINGS, cache)
+    assert isinstance(pending, Pending)
+    went_on = await review_workload(workload, SETTINGS, cache, pending=pending)
+    assert went_on == await review(obj, SETTINGS, cache)
+    assert not went_on.decision.allowed
+
+
+async def test_a_pod_without_a_group_is_settled_without_the_cache(cache: LimitsCache) -> None:
+    workload = workloads.workload_of(pod(container(cpu="64"), group=None), TABLE, None)
+    got = review_cached(workload, SETTINGS, cache)
+    assert isinstance(got, Review)
+    assert got.decision.skipped

@@ -200,9 +200,10 @@ class LimitsCache:
         """Fetches and refreshes in flight (tests assert 0 after close)."""
         return len(self._flights) + len(self._group_flight)
 
-    async def get(self, group: str, accelerator: AcceleratorType) -> CachedLimits:
-        """Limits of ``group`` for ``accelerator``; raises the source's PlatformError when
-        there is no usable value."""
+    def cached(self, group: str, accelerator: AcceleratorType) -> CachedLimits | None:
+        """What :meth:`get` answers without waiting: a fresh hit, a stale one (its refresh
+        started), or the unknown group of a negative entry raised again; None when
+        :meth:`get` would wait for the source."""
         key = (group, accelerator)
         negative = self._negative.get(key)
         if (
@@ -213,22 +214,34 @@ class LimitsCache:
             self._event("negative")
             raise _raise_again(negative.unknown)
         entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-            age = self._clock() - entry.fetched_at
-            if entry.limits is not None and age < self._settings.ttl:
-                self._event("hit")
-                return CachedLimits(entry.limits, stale=False, age_seconds=age)
-            if entry.limits is not None and age < self._settings.max_stale:
-                self._event("stale")
-                if not self._flights.running(key):
-                    self._event("refresh")
-                    self._flights.run(key, lambda: self._fetch(key))
-                return CachedLimits(
-                    entry.limits, stale=True, age_seconds=age, refresh_failed=entry.refresh_failed
-                )
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        if entry.limits is None:
+            return None
+        age = self._clock() - entry.fetched_at
+        if age < self._settings.ttl:
+            self._event("hit")
+            return CachedLimits(entry.limits, stale=False, age_seconds=age)
+        if age < self._settings.max_stale:
+            self._event("stale")
+            if not self._flights.running(key):
+                self._event("refresh")
+                self._flights.run(key, lambda: self._fetch(key))
+            return CachedLimits(
+                entry.limits, stale=True, age_seconds=age, refresh_failed=entry.refresh_failed
+            )
+        return None
+
+    async def get(self, group: str, accelerator: AcceleratorType) -> CachedLimits:
+        """Limits of ``group`` for ``accelerator``; raises the source's PlatformError when
+        there is no usable value."""
+        found = self.cached(group, accelerator)
+        if found is not None:
+            return found
+        key = (group, accelerator)
         self._event("miss")
-        if entry is None and not self._flights.running(key):
+        if key not in self._entries and not self._flights.running(key):
             await self._throttle(group, accelerator)
         task = self._flights.run(key, lambda: self._fetch(key))
         try:
@@ -256,6 +269,14 @@ class LimitsCache:
         if listed is not None and listed.started_at >= asked:
             return frozenset()  # asked just now: a refresh would say the same
         return (await self._forced_table("missing_group")).get(group, frozenset())
+
+    def cached_group_types(self, group: str) -> frozenset[AcceleratorType] | None:
+        """What :meth:`group_types` answers without waiting: the types the usable cached
+        list offers ``group`` under; None when the list must be fetched or lacks it."""
+        table = self._usable_table()
+        if table is None or group not in table:
+            return None
+        return table[group]
 
     async def recheck_group(self, group: str) -> frozenset[AcceleratorType]:
         """:meth:`group_types` after a lookup of ``group`` said unknown: the list is
@@ -339,7 +360,9 @@ class LimitsCache:
         self._store(key, _Entry(self._clock(), limits=limits))
         return limits
 
-    async def _group_table(self) -> GroupTypes:
+    def _usable_table(self) -> GroupTypes | None:
+        """The group list when it can be used without waiting (a stale one's refresh
+        started); None: it must be fetched."""
         cached = self._groups
         if cached is not None:
             now = self._clock()
@@ -350,7 +373,13 @@ class LimitsCache:
             if cached.table and now - cached.fetched_at < self._settings.max_stale:
                 self._fetch_groups_for("stale")
                 return cached.table
-        return await self._wait_for_groups(self._fetch_groups_for("expired"), cached)
+        return None
+
+    async def _group_table(self) -> GroupTypes:
+        table = self._usable_table()
+        if table is not None:
+            return table
+        return await self._wait_for_groups(self._fetch_groups_for("expired"), self._groups)
 
     async def _forced_table(self, reason: str) -> GroupTypes:
         """The list asked again now (joining a running fetch), unless a forced refresh was

@@ -44,9 +44,11 @@ from webhook.platform.errors import (
 from webhook.platform.models import ErrorCode
 from webhook.review import (
     ClaimSource,
+    Review,
     RuntimeSource,
     names_runtime,
     read_runtimes,
+    review_cached,
     review_workload,
 )
 from webhook.serve.handlers import HANDLERS, HandlerSpec, served
@@ -229,10 +231,14 @@ class Admission:
                 if before is not None and _unchanged(before, workload, self.settings.policy):
                     log[LogKey.SKIPPED] = "unchanged pods"
                     return Outcome.SKIP, None
-            async with asyncio.timeout(self.budget):
-                reviewed = await review_workload(
-                    workload, self.settings.policy, self.limits, self.claims
-                )
+            first = review_cached(workload, self.settings.policy, self.limits, self.claims)
+            if isinstance(first, Review):
+                reviewed = first
+            else:  # a lookup has to wait: within the decision budget
+                async with asyncio.timeout(self.budget):
+                    reviewed = await review_workload(
+                        workload, self.settings.policy, self.limits, self.claims, pending=first
+                    )
         except (workloads.InvalidObject, InvalidQuantity) as exc:
             log[LogKey.ERROR] = str(exc)
             self.metrics.admission_errors.labels(reason="invalid_object").inc()

@@ -90,6 +90,62 @@ async def test_keys_are_per_group_and_type(cache: LimitsCache, source: ScriptedS
     assert source.calls == 2
 
 
+# --- what the cache answers without waiting ---------------------------------------------
+
+
+def test_nothing_cached_is_none_without_asking_the_source(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
+    assert cache.cached("TeslaM40", GPU) is None
+    assert source.calls == 0
+
+
+async def test_a_cached_value_is_answered_at_once(cache: LimitsCache, clock: Clock) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL - 1
+    got = cache.cached("TeslaM40", GPU)
+    assert got is not None
+    assert (got.limits.cpuNumber, got.stale) == (40, False)
+
+
+async def test_a_stale_value_is_answered_at_once_and_its_refresh_started(
+    cache: LimitsCache, source: ScriptedSource, clock: Clock
+) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += TTL + 1
+    got = cache.cached("TeslaM40", GPU)
+    assert got is not None
+    assert got.stale
+    await settle()
+    assert source.calls == 2
+
+
+async def test_a_value_past_max_stale_is_left_to_get(cache: LimitsCache, clock: Clock) -> None:
+    await cache.get("TeslaM40", GPU)
+    clock.now += MAX_STALE + 1
+    assert cache.cached("TeslaM40", GPU) is None
+
+
+async def test_a_remembered_unknown_group_is_raised_at_once(
+    cache: LimitsCache, source: ScriptedSource
+) -> None:
+    source.error = unknown()
+    with pytest.raises(UnknownResourceGroup):
+        await cache.get("Nope", GPU)
+    with pytest.raises(UnknownResourceGroup, match='"Nope"'):
+        cache.cached("Nope", GPU)
+    assert source.calls == 1
+
+
+async def test_group_types_are_answered_at_once_only_from_a_read_list(
+    cache: LimitsCache,
+) -> None:
+    assert cache.cached_group_types("TeslaM40") is None
+    listed = await cache.group_types("TeslaM40")
+    assert cache.cached_group_types("TeslaM40") == listed
+    assert cache.cached_group_types("not-listed") is None
+
+
 # --- stale-while-revalidate and stale-if-error -------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -481,3 +482,39 @@ async def test_a_pod_review_never_asks_the_runtime_source() -> None:
     source = Runtimes(error=AssertionError("a Pod names no runtime"))
     assert await call(with_runtimes(source), pod(group="a800x8")) == []
     assert source.asked == []
+
+
+# --- the decision budget: a timer only for what waits ---------------------------------------
+
+
+class HangingClaims:
+    """A claim source that never answers."""
+
+    async def claims(self, namespace: str, refs: tuple[Any, ...]) -> Any:
+        await asyncio.Event().wait()
+
+
+def claiming_pod() -> dict[str, Any]:
+    return pod(container(cpu="1"), resourceClaims=[{"name": "gpu", "resourceClaimName": "c"}])
+
+
+async def test_a_lookup_that_never_answers_is_cut_at_the_decision_budget() -> None:
+    admission, _ = make(admission={"timeout_seconds": 1}, platform={"deadline": 0.2})
+    admission.claims = HangingClaims()
+    with pytest.raises(kopf.AdmissionError) as denied:
+        await call(admission, claiming_pod())
+    assert denied.value.code == 503
+    assert "no answer within the decision budget" in str(denied.value)
+
+
+async def test_a_review_the_cache_answers_arms_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    admission, _ = make()
+    await call(admission, pod(container(cpu="1")))  # the group's limits now cached
+
+    def no_timer(delay: float | None) -> Any:
+        raise AssertionError("a timer was armed for a review the cache answers")
+
+    monkeypatch.setattr(asyncio, "timeout", no_timer)
+    assert await call(admission, pod(container(cpu="1"))) == []
+    with pytest.raises(kopf.AdmissionError, match="cpu 999"):
+        await call(admission, pod(container(cpu="999")))
