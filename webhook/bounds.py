@@ -56,7 +56,7 @@ def check_depth(value: object, limit: int = MAX_DEPTH) -> None:
 
 
 def shallow_by_count(text: bytes, limit: int = MAX_DEPTH) -> bool:
-    """True when the JSON ``text`` cannot nest deeper than ``limit``, told from four counts
+    """True when the JSON ``text`` cannot nest deeper than ``limit``, told from byte counts
     (C speed) instead of a walk of the decoded value.
 
     On a path from the document down, every container but the last holds the next, so
@@ -65,8 +65,10 @@ def shallow_by_count(text: bytes, limit: int = MAX_DEPTH) -> bool:
     there an opener and a pair. A ``{}`` is never half a string (after a real ``{`` comes
     space, ``"`` or ``}``; a ``{`` in a string is followed by string or its closing ``"``).
     False says only "walk to find out"."""
-    nonempty = text.count(b"{") - text.count(b"{}") + text.count(b"[") - text.count(b"[]")
-    return nonempty < limit
+    openers = text.count(b"{") + text.count(b"[")
+    if openers < limit:  # most reviews: the pairs need not be counted
+        return True
+    return openers - text.count(b"{}") - text.count(b"[]") < limit
 
 
 def loads(text: bytes) -> Any:

@@ -52,6 +52,7 @@ from webhook.review import (
     review_workload,
 )
 from webhook.serve.handlers import HANDLERS, HandlerSpec, served
+from webhook.serve.kopf_glue import unwrapped
 
 __all__ = [
     "HANDLERS",
@@ -428,6 +429,7 @@ def register(registry: kopf.OperatorRegistry, admission: Admission) -> list[Hand
 
 def _handler(admission: Admission, spec: HandlerSpec) -> HandlerFn:
     async def handler(**kwargs: Any) -> None:
+        kwargs["body"], kwargs["old"] = unwrapped(kwargs["body"]), unwrapped(kwargs["old"])
         await admission.handle(spec, **kwargs)
 
     handler.__qualname__ = handler.__name__ = f"validate_{spec.id.replace('-', '_')}"

@@ -15,6 +15,8 @@ touch is for:
 * ``SmartOperatorRegistry``: a registry with kopf's default login handlers.
 * :data:`WEBHOOK_SERVER_PRIVATES`: the methods of ``kopf.WebhookServer`` that
   :mod:`webhook.serve.tls` overrides or calls.
+* :func:`unwrapped`: kopf hands handlers views over the review's dicts, each ``.get``
+  through the ``Mapping`` ABC and kopf's path resolution.
 * :func:`routed_by_webhook`: kopf matches every review against every registered webhook
   handler (``WebhooksRegistry.iter_handlers``) although the path names one.
 * :func:`serving_insights`: kopf routes a review by ``insights.webhook_resources``, filled
@@ -32,7 +34,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable, MutableSet
 from typing import Any
 
-from kopf._cogs.structs import patches
+from kopf._cogs.structs import dicts, patches
 from kopf._cogs.structs.references import Insights, Resource
 from kopf._core.engines.admission import (
     AmbiguousResourceError,
@@ -63,6 +65,7 @@ __all__ = [
     "serve_admission_request",
     "serving_insights",
     "skip_copy_of_empty_patches",
+    "unwrapped",
 ]
 
 Patch = patches.Patch
@@ -176,3 +179,15 @@ def routed_by_webhook(fn: WebhookFn) -> WebhookFn:
         return await fn(request, webhook=webhook, registry=own.get(webhook or "", full), **kw)
 
     return routed
+
+
+def unwrapped(value: Any) -> Any:
+    """The dict under a kopf body view (``body``, ``old``), else ``value`` itself.
+
+    kopf passes a handler ``kopf.Body`` views over the review's decoded object; every
+    ``.get`` on one goes through the ``Mapping`` ABC and kopf's path resolution (16 per Pod
+    review, about a third of the handler's own time under cProfile). A view of the whole
+    object (an empty path) reads the same values as the dict it wraps."""
+    if isinstance(value, dicts.MappingView) and not value._path:
+        return value._src
+    return value

@@ -121,3 +121,18 @@ def test_routing_refuses_a_kopf_that_no_longer_binds_its_registry() -> None:
 
     with pytest.raises(TypeError, match="partial with a registry"):
         kopf_glue.routed_by_webhook(bare)
+
+
+def test_a_body_view_is_unwrapped_to_the_dict_it_reads() -> None:
+    raw = {"metadata": {"name": "p"}, "spec": {"x": 1}}
+    assert kopf_glue.unwrapped(kopf.Body(raw)) is raw
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, "text"])
+def test_anything_but_a_view_is_left_as_it_is(value: object) -> None:
+    assert kopf_glue.unwrapped(value) is value
+
+
+def test_a_view_of_a_part_is_left_a_view() -> None:
+    spec = kopf.Body({"spec": {"x": 1}}).spec
+    assert kopf_glue.unwrapped(spec) is spec
