@@ -365,8 +365,15 @@ class Admission:
         children[1].observe(elapsed)
         log[LogKey.VERDICT] = outcome.value
         log[LogKey.DURATION_MS] = round(elapsed * 1000, 3)
-        if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info("admission decision", extra={"decision": log})
+        logger = self.logger
+        if logger.isEnabledFor(logging.INFO):
+            # logger.info without its caller lookup (a walk up the stack, ~1/8 of the line):
+            # the line's fields say where it comes from.
+            record = logger.makeRecord(
+                logger.name, logging.INFO, __file__, 0, "admission decision", (), None,
+                extra={"decision": log},
+            )  # fmt: skip
+            logger.handle(record)
 
 
 def _display(log: Mapping[str, Any]) -> str:
