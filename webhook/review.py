@@ -154,6 +154,8 @@ class Pending:
     group list or limits not in the cache), :func:`review_workload` goes on from the plan."""
 
     planned: policy.Plan
+    unknown: UnknownResourceGroup | None = None
+    """The cache remembers the group as unknown under the type chosen: not asked again."""
 
 
 def review_cached(
@@ -185,8 +187,8 @@ def review_cached(
     accelerator = policy.choose_accelerator(planned, group_types, settings)
     try:
         found = limits.cached(planned.group, accelerator)
-    except UnknownResourceGroup:
-        return Pending(planned)  # the recheck of the group list may wait
+    except UnknownResourceGroup as exc:
+        return Pending(planned, exc)  # the recheck of the group list may wait
     if found is None:
         return Pending(planned)
     return _decided(planned, found, accelerator, settings)
@@ -223,6 +225,8 @@ async def review_workload(
         group_types = await limits.group_types(planned.group)
     accelerator = policy.choose_accelerator(planned, group_types, settings)
     try:
+        if pending.unknown is not None and planned is pending.planned:
+            raise pending.unknown  # the same lookup review_cached made
         found = await limits.get(planned.group, accelerator)
     except UnknownResourceGroup:
         # Maybe created or re-typed on the platform since the group list was read: read

@@ -126,3 +126,18 @@ async def test_a_pod_without_a_group_is_settled_without_the_cache(cache: LimitsC
     got = review_cached(workload, SETTINGS, cache)
     assert isinstance(got, Review)
     assert got.decision.skipped
+
+
+async def test_a_group_remembered_unknown_is_looked_up_once_per_review(
+    platform: ScriptedSource, clock: Clock
+) -> None:
+    """review_cached meets the negative entry; review_workload does not ask it again."""
+    metrics = Metrics()
+    cache = LimitsCache(platform, cache_settings(), metrics, deadline=0.5, clock=clock)
+    obj = pod(container(cpu="1"), group="Nope", accelerator="gpu")
+    await review(obj, SETTINGS, cache)  # now remembered as unknown
+    got = await review(obj, SETTINGS, cache)
+    await cache.aclose()
+    assert "unknown" in got.decision.message
+    negative = {"event": "negative"}
+    assert metrics.registry.get_sample_value("nodelimits_limits_cache_total", negative) == 1
