@@ -75,10 +75,10 @@ def loads(text: bytes) -> Any:
     """JSON with bounded nesting: :class:`TooDeep` instead of a RecursionError later from
     whatever walks the result, :class:`InvalidJson` for anything else wrong.
 
-    pydantic-core's parser (jiter, 1.6x the stdlib's speed here) refuses on its own past
-    about 200 levels, by a count of its own (201 arrays pass, an object holding a scalar
-    201 deep does not); the counts, or the walk where they cannot tell, make the bound
-    :data:`MAX_DEPTH` exactly."""
+    pydantic-core's parser (jiter: 194k instructions for a 4.4 KB Pod review, the
+    stdlib's 341k) refuses on its own past about 200 levels, by a count of its own (201
+    arrays pass, an object holding a scalar 201 deep does not); the counts, or the walk
+    where they cannot tell, make the bound :data:`MAX_DEPTH` exactly."""
     try:
         value = pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError as exc:

@@ -162,7 +162,7 @@ def routed_by_webhook(fn: WebhookFn) -> WebhookFn:
     by ``functools.partial``), handing kopf a registry of the path's own handlers alone.
 
     kopf compares each review with every registered webhook handler before it runs the one
-    the path names: across the ~30 nodelimits registers, 47k instructions per review (4%
+    the path names: across the 31 nodelimits registers, 47k instructions per review (4%
     of kopf no-op's whole path, ``bench_handler --instructions``). A path with no handler
     of its own keeps the full registry (kopf answers it as before)."""
     if not isinstance(fn, functools.partial) or not isinstance(
@@ -185,7 +185,7 @@ def unwrapped(value: Any) -> Any:
     """The dict under a kopf body view (``body``, ``old``), else ``value`` itself.
 
     kopf passes a handler ``kopf.Body`` views over the review's decoded object; every
-    ``.get`` on one goes through the ``Mapping`` ABC and kopf's path resolution (16 per Pod
+    ``.get`` on one goes through the ``Mapping`` ABC and kopf's path resolution (15 per Pod
     review, about a third of the handler's own time under cProfile). A view of the whole
     object (an empty path) reads the same values as the dict it wraps."""
     if isinstance(value, dicts.MappingView) and not value._path:
